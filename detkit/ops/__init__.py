@@ -1,0 +1,33 @@
+"""detkit.ops: the box operations every detector leans on.
+
+Each op has a pure-torch reference (used for CUDA tensors and autograd) and
+one compiled CPU kernel (C++ in detkit._C, or numba); `backend()` says which
+kernel each op uses here.
+"""
+from ._ext import backend
+from .anchors import AnchorGenerator, DefaultBoxGenerator
+from .boxes import box_area, box_convert, box_iou, clip_boxes_to_image, generalized_box_iou, remove_small_boxes
+from .coder import BoxCoder
+from .matcher import Matcher, SSDMatcher, ssd_assign
+from .nms import batched_nms, nms, soft_nms
+from .sampler import BalancedPositiveNegativeSampler
+
+__all__ = [
+    "AnchorGenerator",
+    "BalancedPositiveNegativeSampler",
+    "BoxCoder",
+    "DefaultBoxGenerator",
+    "Matcher",
+    "SSDMatcher",
+    "backend",
+    "batched_nms",
+    "box_area",
+    "box_convert",
+    "box_iou",
+    "clip_boxes_to_image",
+    "generalized_box_iou",
+    "nms",
+    "remove_small_boxes",
+    "soft_nms",
+    "ssd_assign",
+]

@@ -1,0 +1,83 @@
+"""Loads the compiled kernels: detkit._C (C++) and detkit.ops._numba.
+
+Either may be missing (no compiler at install time, numba not importable, or
+DETKIT_DISABLE_EXT=1 to force the reference path); then each op falls back
+to its pure-torch reference and one warning says so.
+"""
+from __future__ import annotations
+
+import os
+import warnings
+from types import ModuleType
+from typing import Optional
+
+import torch
+from torch import Tensor
+
+_DISABLED = os.environ.get("DETKIT_DISABLE_EXT", "") not in ("", "0")
+
+
+def _load_cpp() -> Optional[ModuleType]:
+    if _DISABLED:
+        return None
+    try:
+        from detkit import _C
+    except ImportError as exc:
+        warnings.warn(
+            f"detkit: the C++ extension detkit._C is not available ({exc}); "
+            "nms, soft_nms and box_iou use the slower torch reference. "
+            "Reinstall with a C++17 compiler to build it.",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+        return None
+    return _C
+
+
+def _load_numba() -> Optional[ModuleType]:
+    if _DISABLED:
+        return None
+    try:
+        from detkit.ops import _numba
+    except ImportError as exc:
+        warnings.warn(
+            f"detkit: numba kernels are not available ({exc}); anchors, box coding "
+            "and matching use the slower torch reference.",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+        return None
+    return _numba
+
+
+cpp = _load_cpp()
+numba_kernels = _load_numba()
+
+# op name -> "cpp" | "numba": the kernel each op uses on CPU tensors.
+_KERNELS: dict[str, str] = {}
+
+
+def register(op: str, kernel: str) -> None:
+    """Records which compiled kernel `op` uses (called by each ops module)."""
+    _KERNELS[op] = kernel
+
+
+def backend() -> dict[str, str]:
+    """Which kernel each op uses for CPU tensors: "cpp", "numba" or "torch".
+
+    CUDA tensors and tensors that require grad always take the torch path.
+    """
+    available = {"cpp": cpp is not None, "numba": numba_kernels is not None}
+    return {op: (kernel if available[kernel] else "torch") for op, kernel in sorted(_KERNELS.items())}
+
+
+def compiled(kernel: str, *tensors: Tensor) -> bool:
+    """True when `kernel` is loaded and every tensor can go to it (CPU, no grad)."""
+    if (cpp if kernel == "cpp" else numba_kernels) is None:
+        return False
+    return all(t.device.type == "cpu" and not t.requires_grad for t in tensors)
+
+
+def num_threads() -> int:
+    """Threads the C++ kernels may use: torch's setting, so users control both."""
+    return torch.get_num_threads()

@@ -1,0 +1,143 @@
+"""BoxCoder: the (dx, dy, dw, dh) box parametrisation of R-CNN and SSD,
+as torchvision.models.detection._utils.BoxCoder, with fused numba kernels."""
+from __future__ import annotations
+
+import math
+from typing import Sequence, Union
+
+import torch
+from torch import Tensor
+
+from . import _ext
+from ._checks import as_numpy, check_boxes, check_finite, check_float_tensor
+
+_ext.register("BoxCoder", "numba")
+
+Boxes = Union[Tensor, Sequence[Tensor]]
+
+
+def _encode_reference(reference_boxes: Tensor, proposals: Tensor, weights: Sequence[float]) -> Tensor:
+    wx, wy, ww, wh = torch.as_tensor(weights, dtype=reference_boxes.dtype, device=reference_boxes.device)
+    ex_w = proposals[:, 2] - proposals[:, 0]
+    ex_h = proposals[:, 3] - proposals[:, 1]
+    ex_cx = proposals[:, 0] + 0.5 * ex_w
+    ex_cy = proposals[:, 1] + 0.5 * ex_h
+    gt_w = reference_boxes[:, 2] - reference_boxes[:, 0]
+    gt_h = reference_boxes[:, 3] - reference_boxes[:, 1]
+    gt_cx = reference_boxes[:, 0] + 0.5 * gt_w
+    gt_cy = reference_boxes[:, 1] + 0.5 * gt_h
+    dx = wx * (gt_cx - ex_cx) / ex_w
+    dy = wy * (gt_cy - ex_cy) / ex_h
+    dw = ww * torch.log(gt_w / ex_w)
+    dh = wh * torch.log(gt_h / ex_h)
+    return torch.stack((dx, dy, dw, dh), dim=1)
+
+
+def _decode_reference(rel_codes: Tensor, boxes: Tensor, weights: Sequence[float], clip: float) -> Tensor:
+    boxes = boxes.to(rel_codes.dtype)
+    w = boxes[:, 2] - boxes[:, 0]
+    h = boxes[:, 3] - boxes[:, 1]
+    cx = boxes[:, 0] + 0.5 * w
+    cy = boxes[:, 1] + 0.5 * h
+    wx, wy, ww, wh = weights
+    dx = rel_codes[:, 0::4] / wx
+    dy = rel_codes[:, 1::4] / wy
+    dw = torch.clamp(rel_codes[:, 2::4] / ww, max=clip)
+    dh = torch.clamp(rel_codes[:, 3::4] / wh, max=clip)
+    pcx = dx * w[:, None] + cx[:, None]
+    pcy = dy * h[:, None] + cy[:, None]
+    half_w = 0.5 * (torch.exp(dw) * w[:, None])
+    half_h = 0.5 * (torch.exp(dh) * h[:, None])
+    return torch.stack((pcx - half_w, pcy - half_h, pcx + half_w, pcy + half_h), dim=2).flatten(1)
+
+
+def _check_positive_size(boxes: Tensor, name: str) -> None:
+    """Encoding divides by widths and takes their log: zero sizes would give inf."""
+    flat = (boxes[:, 2:] - boxes[:, :2]) <= 0
+    if boxes.numel() and bool(flat.any()):
+        index = int(flat.any(1).nonzero()[0, 0])
+        raise ValueError(f"{name}[{index}] has zero width or height: {boxes[index].tolist()}")
+
+
+class BoxCoder:
+    """Encodes boxes as offsets (dx, dy, dw, dh) from reference boxes, and back.
+
+    dx = wx * (gx - px) / pw, dw = ww * log(gw / pw) (and y, h alike), for a
+    target box g and a proposal / anchor p in centre-size form.
+
+    Args:
+        weights: (wx, wy, ww, wh), e.g. (1, 1, 1, 1) for the RPN,
+            (10, 10, 5, 5) for R-CNN heads and SSD.
+        bbox_xform_clip: upper bound on dw, dh before exp() when decoding.
+    """
+
+    def __init__(self, weights: Sequence[float], bbox_xform_clip: float = math.log(1000.0 / 16)):
+        if len(weights) != 4 or not all(math.isfinite(w) and w > 0 for w in weights):
+            raise ValueError(f"weights must be 4 positive finite numbers, got {tuple(weights)}")
+        self.weights = tuple(float(w) for w in weights)
+        self.bbox_xform_clip = float(bbox_xform_clip)
+
+    def encode(self, reference_boxes: Boxes, proposals: Boxes) -> Union[Tensor, tuple[Tensor, ...]]:
+        """Offsets of reference_boxes (the targets) from proposals.
+
+        Accepts Tensor[N, 4] pairs (returns Tensor[N, 4]) or per-image lists
+        of them, as torchvision's encode (returns a tuple, one per image).
+        """
+        if isinstance(reference_boxes, Tensor):
+            return self.encode_single(reference_boxes, proposals)
+        counts = [len(b) for b in reference_boxes]
+        return self.encode_single(torch.cat(list(reference_boxes)), torch.cat(list(proposals))).split(counts, 0)
+
+    def encode_single(self, reference_boxes: Tensor, proposals: Tensor) -> Tensor:
+        """reference_boxes, proposals: Tensor[N, 4] (x1, y1, x2, y2) -> Tensor[N, 4]."""
+        check_boxes(reference_boxes, "reference_boxes")
+        check_boxes(proposals, "proposals")
+        if reference_boxes.shape != proposals.shape:
+            raise ValueError(
+                f"reference_boxes {tuple(reference_boxes.shape)} and proposals {tuple(proposals.shape)} differ in shape"
+            )
+        _check_positive_size(reference_boxes, "reference_boxes")
+        _check_positive_size(proposals, "proposals")
+        proposals = proposals.to(reference_boxes.dtype)
+        if not _ext.compiled("numba", reference_boxes, proposals):
+            return _encode_reference(reference_boxes, proposals, self.weights)
+        ref = as_numpy(reference_boxes)
+        weights = torch.tensor(self.weights, dtype=reference_boxes.dtype).numpy()
+        out = _ext.numba_kernels.encode(ref, as_numpy(proposals), weights, ref.dtype.type(0.5))
+        return torch.from_numpy(out)
+
+    def decode(self, rel_codes: Tensor, boxes: Boxes) -> Tensor:
+        """Boxes from offsets, as torchvision's decode.
+
+        Args:
+            rel_codes: Tensor[N, 4 * K] (or anything reshapeable to it).
+            boxes: Tensor[N, 4] reference boxes, or a per-image list of them.
+
+        Returns:
+            Tensor[N, K, 4] (x1, y1, x2, y2).
+        """
+        concat = boxes if isinstance(boxes, Tensor) else torch.cat(list(boxes))
+        n = concat.shape[0]
+        if n > 0:
+            rel_codes = rel_codes.reshape(n, -1)
+        decoded = self.decode_single(rel_codes, concat)
+        return decoded.reshape(n, -1, 4) if n > 0 else decoded
+
+    def decode_single(self, rel_codes: Tensor, boxes: Tensor) -> Tensor:
+        """rel_codes: Tensor[N, 4 * K], boxes: Tensor[N, 4] -> Tensor[N, 4 * K]."""
+        check_float_tensor(rel_codes, "rel_codes", ndim=2)
+        check_boxes(boxes, "boxes")
+        if rel_codes.shape[0] != boxes.shape[0] or rel_codes.shape[1] % 4 != 0:
+            raise ValueError(
+                f"rel_codes must have shape [{boxes.shape[0]}, 4 * K] for {boxes.shape[0]} boxes, "
+                f"got {tuple(rel_codes.shape)}"
+            )
+        check_finite(rel_codes, "rel_codes")
+        boxes = boxes.to(rel_codes.dtype)
+        if not _ext.compiled("numba", rel_codes, boxes):
+            return _decode_reference(rel_codes, boxes, self.weights, self.bbox_xform_clip)
+        codes = as_numpy(rel_codes)
+        scalar = codes.dtype.type
+        weights = torch.tensor(self.weights, dtype=rel_codes.dtype).numpy()
+        out = _ext.numba_kernels.decode(codes, as_numpy(boxes), weights, scalar(self.bbox_xform_clip), scalar(0.5))
+        return torch.from_numpy(out)

@@ -16,7 +16,7 @@ try:
 except ImportError:  # pybind11 is a build requirement; guard anyway
     Pybind11Extension = None
 
-SOURCES = ["csrc/module.cpp", "csrc/box_iou.cpp", "csrc/nms.cpp", "csrc/soft_nms.cpp"]
+SOURCES = ["csrc/module.cpp", "csrc/box_iou.cpp", "csrc/nms.cpp", "csrc/soft_nms.cpp", "csrc/ssd_assign.cpp"]
 # -ffp-contract=off keeps a*b+c unfused so the kernels round exactly like torch;
 # -fno-trapping-math lets guarded divisions vectorise (IEEE results unchanged).
 COMPILE_ARGS = ["-O3", "-ffp-contract=off", "-fno-trapping-math", "-pthread"]

@@ -8,4 +8,5 @@ void register_validate(py::module_& m);
 void register_box_iou(py::module_& m);
 void register_nms(py::module_& m);
 void register_soft_nms(py::module_& m);
+void register_ssd_assign(py::module_& m);
 }  // namespace detkit

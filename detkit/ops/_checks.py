@@ -24,40 +24,50 @@ def check_float_tensor(t: Tensor, name: str, last_dim: Optional[int] = None, ndi
         raise ValueError(f"{name} must have shape [..., {last_dim}], got {tuple(t.shape)}")
 
 
-def check_boxes(boxes: Tensor, name: str, fmt: str = "xyxy", ndim: Optional[int] = 2) -> None:
+def check_boxes(
+    boxes: Tensor, name: str, fmt: str = "xyxy", ndim: Optional[int] = 2, positive: bool = False
+) -> None:
     """Checks boxes: Tensor[N, 4] (or [..., 4] with ndim=None) in `fmt`.
 
     Raises TypeError for non-float dtypes and ValueError, naming `name` and the
     first bad row, for non-finite values or inverted boxes (x2 < x1 or y2 < y1
-    in xyxy; negative width or height in xywh/cxcywh).
+    in xyxy; negative width or height in xywh/cxcywh), and with `positive`
+    (xyxy only) for boxes of zero width or height.
     """
     check_float_tensor(boxes, name, last_dim=4, ndim=ndim)
     if boxes.numel() == 0:
         return
     flat = boxes.reshape(-1, 4)
-    index, reason = _first_invalid_box(flat, corners=(fmt == "xyxy"))
+    index, reason = _first_invalid_box(flat, corners=(fmt == "xyxy"), positive=positive)
     if index < 0:
         return
     row = [float(v) for v in flat[index].tolist()]
     if reason == 1:
         raise ValueError(f"{name}[{index}] is not finite: {row}")
+    if reason == 3:
+        raise ValueError(f"{name}[{index}] has zero width or height: {row}")
     what = "x2 < x1 or y2 < y1" if fmt == "xyxy" else "a negative width or height"
     raise ValueError(f"{name}[{index}] has {what}: {row} ({fmt})")
 
 
-def _first_invalid_box(flat: Tensor, corners: bool) -> tuple[int, int]:
+def _first_invalid_box(flat: Tensor, corners: bool, positive: bool = False) -> tuple[int, int]:
+    """(first bad row, reason) with reason 1 non-finite, 2 inverted, 3 empty; (-1, 0) if none."""
     if _ext.compiled("cpp", flat):
-        return _ext.cpp.first_invalid_box(flat.detach().contiguous().numpy(), corners)
+        return _ext.cpp.first_invalid_box(flat.detach().contiguous().numpy(), corners, positive)
+    flat = flat.detach()
     finite = torch.isfinite(flat).all(dim=1)
     if corners:
         ordered = (flat[:, 2] >= flat[:, 0]) & (flat[:, 3] >= flat[:, 1])
+        nonempty = (flat[:, 2] > flat[:, 0]) & (flat[:, 3] > flat[:, 1])
     else:
         ordered = (flat[:, 2] >= 0) & (flat[:, 3] >= 0)
-    bad = ~(finite & ordered)
-    if not bool(bad.any()):
+        nonempty = ordered
+    valid = finite & ordered & (nonempty if positive else ordered)
+    if bool(valid.all()):
         return -1, 0
-    index = int(bad.nonzero()[0, 0])
-    return index, 1 if not bool(finite[index]) else 2
+    index = int((~valid).nonzero()[0, 0])
+    reason = 1 if not bool(finite[index]) else 2 if not bool(ordered[index]) else 3
+    return index, reason
 
 
 def check_finite(values: Tensor, name: str) -> None:

@@ -5,9 +5,14 @@ scalar constants arrive typed as the arrays' dtype (a bare 0.5 literal would
 promote float32 arithmetic to float64 in numba).
 
 Kernels are compiled lazily on first call and cached on disk (cache=True).
+They use numpy's error model: numba's default (Python's) guards every
+division with a ZeroDivisionError branch, which stops LLVM vectorising the
+loops; inputs are validated before they get here.
 """
 import numpy as np
 from numba import njit
+
+kernel = njit(cache=True, nogil=True, error_model="numpy")
 
 # Box formats, as integer codes for the kernels.
 XYXY, XYWH, CXCYWH = 0, 1, 2
@@ -16,7 +21,7 @@ XYXY, XYWH, CXCYWH = 0, 1, 2
 # --- elementwise box ops -------------------------------------------------------------------------
 
 
-@njit(cache=True, nogil=True)
+@kernel
 def box_convert(boxes, in_fmt, out_fmt, half):
     """boxes: [N, 4] -> [N, 4]; converts through xyxy like torchvision."""
     out = np.empty_like(boxes)
@@ -34,7 +39,7 @@ def box_convert(boxes, in_fmt, out_fmt, half):
     return out
 
 
-@njit(cache=True, nogil=True)
+@kernel
 def box_area(boxes, corners):
     out = np.empty(boxes.shape[0], dtype=boxes.dtype)
     for i in range(boxes.shape[0]):
@@ -45,7 +50,7 @@ def box_area(boxes, corners):
     return out
 
 
-@njit(cache=True, nogil=True)
+@kernel
 def clip_boxes(boxes, height, width, zero):
     out = np.empty_like(boxes)
     for i in range(boxes.shape[0]):
@@ -55,7 +60,7 @@ def clip_boxes(boxes, height, width, zero):
     return out
 
 
-@njit(cache=True, nogil=True)
+@kernel
 def remove_small_boxes(boxes, min_size):
     keep = np.empty(boxes.shape[0], dtype=np.int64)
     n = 0
@@ -69,7 +74,7 @@ def remove_small_boxes(boxes, min_size):
 # --- anchors -------------------------------------------------------------------------------------
 
 
-@njit(cache=True, nogil=True)
+@kernel
 def _as_dtype(values, like):
     """Integer or float32 values converted to like's dtype (one rounding)."""
     out = np.empty(values.shape[0], dtype=like.dtype)
@@ -78,7 +83,7 @@ def _as_dtype(values, like):
     return out
 
 
-@njit(cache=True, nogil=True)
+@kernel
 def grid_anchors(base, grid_h, grid_w, stride_h, stride_w):
     """base: [A, 4] cell anchors -> [grid_h * grid_w * A, 4], row-major over
     (y, x, anchor): the cell anchors shifted by (x * stride_w, y * stride_h)."""
@@ -100,7 +105,7 @@ def grid_anchors(base, grid_h, grid_w, stride_h, stride_w):
     return out
 
 
-@njit(cache=True, nogil=True)
+@kernel
 def default_boxes(wh, grid_h, grid_w, x_f, y_f, img_h, img_w, half, out, start):
     """SSD default boxes of one feature map written to out[start:] as xyxy
     pixels; returns the next free row. wh: [P, 2] relative (w, h) pairs in
@@ -128,61 +133,84 @@ def default_boxes(wh, grid_h, grid_w, x_f, y_f, img_h, img_w, half, out, start):
 # --- box coding ----------------------------------------------------------------------------------
 
 
-@njit(cache=True, nogil=True, inline="always")
-def _encode_one(ref, prop, weights, half, out):
-    """Writes the (dx, dy, dw, dh) of reference box `ref` against `prop`."""
-    ex_w = prop[2] - prop[0]
-    ex_h = prop[3] - prop[1]
-    ex_cx = prop[0] + half * ex_w
-    ex_cy = prop[1] + half * ex_h
-    gt_w = ref[2] - ref[0]
-    gt_h = ref[3] - ref[1]
-    gt_cx = ref[0] + half * gt_w
-    gt_cy = ref[1] + half * gt_h
-    out[0] = weights[0] * (gt_cx - ex_cx) / ex_w
-    out[1] = weights[1] * (gt_cy - ex_cy) / ex_h
-    out[2] = weights[2] * np.log(gt_w / ex_w)
-    out[3] = weights[3] * np.log(gt_h / ex_h)
+# The transcendental steps (log when encoding, exp when decoding) are left to
+# torch's vectorised kernels between two numba passes: a scalar exp/log per box
+# would cost more than everything else, and torch's give torchvision's bits.
 
 
-@njit(cache=True, nogil=True)
-def encode(reference_boxes, proposals, weights, half):
-    out = np.empty_like(reference_boxes)
-    for i in range(reference_boxes.shape[0]):
-        _encode_one(reference_boxes[i], proposals[i], weights, half, out[i])
-    return out
-
-
-@njit(cache=True, nogil=True)
-def decode(rel_codes, boxes, weights, clip, half):
-    """rel_codes: [N, 4K], boxes: [N, 4] -> [N, 4K] decoded xyxy boxes."""
-    n, k4 = rel_codes.shape
-    out = np.empty_like(rel_codes)
+@kernel
+def encode_prepare(reference_boxes, proposals, weights, half):
+    """Returns (codes [N, 4] with dx, dy filled, ratios [N, 2] = (gw/pw, gh/ph));
+    encode_finish turns log(ratios) into dw, dh."""
+    n = reference_boxes.shape[0]
+    codes = np.empty_like(reference_boxes)
+    ratios = np.empty((n, 2), dtype=reference_boxes.dtype)
     for i in range(n):
+        ex_w = proposals[i, 2] - proposals[i, 0]
+        ex_h = proposals[i, 3] - proposals[i, 1]
+        ex_cx = proposals[i, 0] + half * ex_w
+        ex_cy = proposals[i, 1] + half * ex_h
+        gt_w = reference_boxes[i, 2] - reference_boxes[i, 0]
+        gt_h = reference_boxes[i, 3] - reference_boxes[i, 1]
+        gt_cx = reference_boxes[i, 0] + half * gt_w
+        gt_cy = reference_boxes[i, 1] + half * gt_h
+        codes[i, 0] = weights[0] * (gt_cx - ex_cx) / ex_w
+        codes[i, 1] = weights[1] * (gt_cy - ex_cy) / ex_h
+        ratios[i, 0] = gt_w / ex_w
+        ratios[i, 1] = gt_h / ex_h
+    return codes, ratios
+
+
+@kernel
+def encode_finish(codes, log_ratios, weights):
+    for i in range(codes.shape[0]):
+        codes[i, 2] = weights[2] * log_ratios[i, 0]
+        codes[i, 3] = weights[3] * log_ratios[i, 1]
+    return codes
+
+
+@kernel
+def decode_prepare(rel_codes, weights, clip):
+    """rel_codes: [N, 4K] -> [N, 2K] clamped (dw, dh) pairs, to be exp()-ed."""
+    flat = rel_codes.reshape(-1, 4)  # one row per (box, class): a single loop vectorises
+    out = np.empty((flat.shape[0], 2), dtype=rel_codes.dtype)
+    for r in range(flat.shape[0]):
+        dw = flat[r, 2] / weights[2]
+        dh = flat[r, 3] / weights[3]
+        out[r, 0] = dw if dw < clip else clip
+        out[r, 1] = dh if dh < clip else clip
+    return out.reshape(rel_codes.shape[0], rel_codes.shape[1] // 2)
+
+
+@kernel
+def decode_finish(rel_codes, boxes, exp_dwh, weights, half):
+    """rel_codes: [N, 4K], boxes: [N, 4], exp_dwh: [N, 2K] -> [N, 4K] xyxy boxes."""
+    n = boxes.shape[0]
+    k = rel_codes.shape[1] // 4
+    flat = rel_codes.reshape(-1, 4)
+    exp_flat = exp_dwh.reshape(-1, 2)
+    out = np.empty_like(flat)
+    for r in range(flat.shape[0]):
+        i = r // k if k > 1 else r
         w = boxes[i, 2] - boxes[i, 0]
         h = boxes[i, 3] - boxes[i, 1]
         cx = boxes[i, 0] + half * w
         cy = boxes[i, 1] + half * h
-        for j in range(0, k4, 4):
-            dx = rel_codes[i, j] / weights[0]
-            dy = rel_codes[i, j + 1] / weights[1]
-            dw = min(rel_codes[i, j + 2] / weights[2], clip)
-            dh = min(rel_codes[i, j + 3] / weights[3], clip)
-            pcx = dx * w + cx
-            pcy = dy * h + cy
-            hw = half * (np.exp(dw) * w)
-            hh = half * (np.exp(dh) * h)
-            out[i, j] = pcx - hw
-            out[i, j + 1] = pcy - hh
-            out[i, j + 2] = pcx + hw
-            out[i, j + 3] = pcy + hh
-    return out
+        pcx = flat[r, 0] / weights[0] * w + cx
+        pcy = flat[r, 1] / weights[1] * h + cy
+        hw = half * (exp_flat[r, 0] * w)
+        hh = half * (exp_flat[r, 1] * h)
+        out[r, 0] = pcx - hw
+        out[r, 1] = pcy - hh
+        out[r, 2] = pcx + hw
+        out[r, 3] = pcy + hh
+    return out.reshape(n, rel_codes.shape[1])
 
 
 # --- matching ------------------------------------------------------------------------------------
 
 
-@njit(cache=True, nogil=True)
+@kernel
 def match(quality, high, low, allow_low_quality):
     """quality: [G, A] -> matches [A] (torchvision's Matcher): the best GT per
     column (first on ties), -1 below `low`, -2 in [low, high); with
@@ -210,7 +238,7 @@ def match(quality, high, low, allow_low_quality):
     return matches
 
 
-@njit(cache=True, nogil=True)
+@kernel
 def force_best_columns(quality, matches):
     """SSDMatcher's second step: each GT's best column (first on ties) is
     matched to that GT; a later GT overwrites an earlier one."""
@@ -219,58 +247,10 @@ def force_best_columns(quality, matches):
     return matches
 
 
-@njit(cache=True, nogil=True)
-def ssd_assign(anchors, gt_boxes, gt_labels, threshold, weights, half, zero, one):
-    """The whole SSD target assignment in one pass over the anchors:
-    IoU (as box_iou), SSDMatcher and BoxCoder.encode for the matched anchors.
-    Returns (box_targets [A, 4], labels [A]); background rows are 0."""
-    na = anchors.shape[0]
-    ng = gt_boxes.shape[0]
-    targets = np.zeros((na, 4), dtype=anchors.dtype)
-    labels = np.zeros(na, dtype=np.int64)
-    if ng == 0:
-        return targets, labels
-    matches = np.full(na, -1, dtype=np.int64)
-    best = np.full(na, -one, dtype=anchors.dtype)
-    gt_best = np.full(ng, -one, dtype=anchors.dtype)
-    gt_best_anchor = np.zeros(ng, dtype=np.int64)
-    gt_area = np.empty(ng, dtype=anchors.dtype)
-    for g in range(ng):
-        gt_area[g] = (gt_boxes[g, 2] - gt_boxes[g, 0]) * (gt_boxes[g, 3] - gt_boxes[g, 1])
-    for a in range(na):
-        ax1, ay1, ax2, ay2 = anchors[a, 0], anchors[a, 1], anchors[a, 2], anchors[a, 3]
-        area = (ax2 - ax1) * (ay2 - ay1)
-        for g in range(ng):
-            w = min(gt_boxes[g, 2], ax2) - max(gt_boxes[g, 0], ax1)
-            h = min(gt_boxes[g, 3], ay2) - max(gt_boxes[g, 1], ay1)
-            w = w if w > zero else zero
-            h = h if h > zero else zero
-            inter = w * h
-            union = gt_area[g] + area - inter
-            iou = inter / (union if union > zero else one)
-            if iou > best[a]:  # first GT wins ties, as torch.max(dim=0)
-                best[a] = iou
-                matches[a] = g
-            if iou > gt_best[g]:  # first anchor wins ties
-                gt_best[g] = iou
-                gt_best_anchor[g] = a
-    for a in range(na):
-        if best[a] < threshold:
-            matches[a] = -1
-    for g in range(ng):
-        matches[gt_best_anchor[g]] = g
-    for a in range(na):
-        m = matches[a]
-        if m >= 0:
-            labels[a] = gt_labels[m]
-            _encode_one(gt_boxes[m], anchors[a], weights, half, targets[a])
-    return targets, labels
-
-
 # --- sampling ------------------------------------------------------------------------------------
 
 
-@njit(cache=True, nogil=True)
+@kernel
 def split_matches(matched):
     """Indices of positives (>= 1) and negatives (== 0), each ascending."""
     pos = np.empty(matched.shape[0], dtype=np.int64)
@@ -287,7 +267,7 @@ def split_matches(matched):
     return pos[:npos], neg[:nneg]
 
 
-@njit(cache=True, nogil=True)
+@kernel
 def index_masks(n, pos, neg):
     """uint8 masks of length n with ones at `pos` and at `neg`."""
     pos_mask = np.zeros(n, dtype=np.uint8)

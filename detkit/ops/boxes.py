@@ -54,6 +54,8 @@ def _from_xyxy_reference(boxes: Tensor, fmt: str) -> Tensor:
 
 
 def _box_convert_reference(boxes: Tensor, in_fmt: str, out_fmt: str) -> Tensor:
+    if in_fmt == out_fmt:
+        return boxes.clone()
     return _from_xyxy_reference(_to_xyxy_reference(boxes, in_fmt), out_fmt)
 
 

@@ -51,14 +51,6 @@ def _decode_reference(rel_codes: Tensor, boxes: Tensor, weights: Sequence[float]
     return torch.stack((pcx - half_w, pcy - half_h, pcx + half_w, pcy + half_h), dim=2).flatten(1)
 
 
-def _check_positive_size(boxes: Tensor, name: str) -> None:
-    """Encoding divides by widths and takes their log: zero sizes would give inf."""
-    flat = (boxes[:, 2:] - boxes[:, :2]) <= 0
-    if boxes.numel() and bool(flat.any()):
-        index = int(flat.any(1).nonzero()[0, 0])
-        raise ValueError(f"{name}[{index}] has zero width or height: {boxes[index].tolist()}")
-
-
 class BoxCoder:
     """Encodes boxes as offsets (dx, dy, dw, dh) from reference boxes, and back.
 
@@ -76,6 +68,12 @@ class BoxCoder:
             raise ValueError(f"weights must be 4 positive finite numbers, got {tuple(weights)}")
         self.weights = tuple(float(w) for w in weights)
         self.bbox_xform_clip = float(bbox_xform_clip)
+        self._weights_np = {}  # dtype -> weights as a numpy array, for the kernels
+
+    def _kernel_weights(self, dtype: torch.dtype):
+        if dtype not in self._weights_np:
+            self._weights_np[dtype] = torch.tensor(self.weights, dtype=dtype).numpy()
+        return self._weights_np[dtype]
 
     def encode(self, reference_boxes: Boxes, proposals: Boxes) -> Union[Tensor, tuple[Tensor, ...]]:
         """Offsets of reference_boxes (the targets) from proposals.
@@ -90,21 +88,22 @@ class BoxCoder:
 
     def encode_single(self, reference_boxes: Tensor, proposals: Tensor) -> Tensor:
         """reference_boxes, proposals: Tensor[N, 4] (x1, y1, x2, y2) -> Tensor[N, 4]."""
-        check_boxes(reference_boxes, "reference_boxes")
-        check_boxes(proposals, "proposals")
+        # Encoding divides by the sizes and takes their log: zero sizes would give inf.
+        check_boxes(reference_boxes, "reference_boxes", positive=True)
+        check_boxes(proposals, "proposals", positive=True)
         if reference_boxes.shape != proposals.shape:
             raise ValueError(
                 f"reference_boxes {tuple(reference_boxes.shape)} and proposals {tuple(proposals.shape)} differ in shape"
             )
-        _check_positive_size(reference_boxes, "reference_boxes")
-        _check_positive_size(proposals, "proposals")
         proposals = proposals.to(reference_boxes.dtype)
         if not _ext.compiled("numba", reference_boxes, proposals):
             return _encode_reference(reference_boxes, proposals, self.weights)
+        kernels = _ext.numba_kernels
         ref = as_numpy(reference_boxes)
-        weights = torch.tensor(self.weights, dtype=reference_boxes.dtype).numpy()
-        out = _ext.numba_kernels.encode(ref, as_numpy(proposals), weights, ref.dtype.type(0.5))
-        return torch.from_numpy(out)
+        weights = self._kernel_weights(reference_boxes.dtype)
+        codes, ratios = kernels.encode_prepare(ref, as_numpy(proposals), weights, ref.dtype.type(0.5))
+        log_ratios = torch.from_numpy(ratios).log_().numpy()
+        return torch.from_numpy(kernels.encode_finish(codes, log_ratios, weights))
 
     def decode(self, rel_codes: Tensor, boxes: Boxes) -> Tensor:
         """Boxes from offsets, as torchvision's decode.
@@ -136,8 +135,9 @@ class BoxCoder:
         boxes = boxes.to(rel_codes.dtype)
         if not _ext.compiled("numba", rel_codes, boxes):
             return _decode_reference(rel_codes, boxes, self.weights, self.bbox_xform_clip)
+        kernels = _ext.numba_kernels
         codes = as_numpy(rel_codes)
         scalar = codes.dtype.type
-        weights = torch.tensor(self.weights, dtype=rel_codes.dtype).numpy()
-        out = _ext.numba_kernels.decode(codes, as_numpy(boxes), weights, scalar(self.bbox_xform_clip), scalar(0.5))
-        return torch.from_numpy(out)
+        weights = self._kernel_weights(rel_codes.dtype)
+        exp_dwh = torch.from_numpy(kernels.decode_prepare(codes, weights, scalar(self.bbox_xform_clip))).exp_()
+        return torch.from_numpy(kernels.decode_finish(codes, as_numpy(boxes), exp_dwh.numpy(), weights, scalar(0.5)))

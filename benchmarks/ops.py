@@ -1,0 +1,172 @@
+"""Times detkit.ops against torchvision on the same inputs in one process.
+
+    python benchmarks/ops.py [--threads 2] [--min-time 0.5]
+
+For each case it first checks that both give the same result, then times them
+alternately and prints a Markdown table of median times and the ratio
+(torchvision time / detkit time; > 1 means detkit is faster). Exits 1 when any
+output differs. Numba kernels' first-call (compile or cache-load) time is
+reported apart.
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+import torchvision
+from torchvision.models.detection import _utils as tv_utils
+from torchvision.models.detection import anchor_utils as tv_anchors
+from torchvision.models.detection.image_list import ImageList
+
+from detkit import ops
+from detkit.ops.synthetic import clustered_boxes, random_boxes
+
+
+@dataclass
+class Case:
+    name: str
+    detkit: Callable[[], object]
+    peer: Callable[[], object]
+    same: Callable[[object, object], bool]
+
+
+def exact(a, b) -> bool:
+    return torch.equal(a, b)
+
+
+def close(a, b) -> bool:
+    return torch.allclose(a, b, rtol=1e-5, atol=1e-5)
+
+
+def ssd300_anchors() -> tuple[ImageList, list, torch.Tensor]:
+    images = ImageList(torch.zeros(1, 3, 300, 300), [(300, 300)])
+    feats = [torch.zeros(1, 1, g, g) for g in (38, 19, 10, 5, 3, 1)]
+    gen = ops.DefaultBoxGenerator([[2], [2, 3], [2, 3], [2, 3], [2], [2]], steps=[8, 16, 32, 64, 100, 300])
+    return images, feats, gen(images, feats)[0]
+
+
+def torchvision_ssd_assign(anchors, gt_boxes, gt_labels):
+    matches = tv_utils.SSDMatcher(0.5)(torchvision.ops.box_iou(gt_boxes, anchors))
+    fg = matches >= 0
+    labels = torch.zeros(len(anchors), dtype=torch.int64)
+    labels[fg] = gt_labels[matches[fg]]
+    targets = torch.zeros_like(anchors)
+    targets[fg] = tv_utils.BoxCoder((10.0, 10.0, 5.0, 5.0)).encode_single(gt_boxes[matches[fg]], anchors[fg])
+    return targets, labels
+
+
+def cases() -> list[Case]:
+    out = []
+    for n in (5000, 20000):
+        boxes, scores = clustered_boxes(n)
+        out.append(Case(f"nms, {n:,} clustered boxes, IoU 0.5",
+                        lambda b=boxes, s=scores: ops.nms(b, s, 0.5),
+                        lambda b=boxes, s=scores: torchvision.ops.nms(b, s, 0.5), exact))
+    boxes, scores = clustered_boxes(20000)
+    idxs = torch.randint(0, 80, (20000,), generator=torch.Generator().manual_seed(1))
+    out.append(Case("batched_nms, 20,000 boxes, 80 classes",
+                    lambda: ops.batched_nms(boxes, scores, idxs, 0.5),
+                    lambda: torchvision.ops.batched_nms(boxes, scores, idxs, 0.5), exact))
+    a = random_boxes(2000, seed=1)
+    out.append(Case("box_iou, 2000 x 2000", lambda: ops.box_iou(a, a), lambda: torchvision.ops.box_iou(a, a), exact))
+    images, feats, anchors = ssd300_anchors()
+    gt = random_boxes(20, size=250.0, max_side=120.0, seed=2)
+    gt[:, 2:] += 4
+    out.append(Case("box_iou, 8732 x 20", lambda: ops.box_iou(anchors, gt),
+                    lambda: torchvision.ops.box_iou(anchors, gt), exact))
+    gt10, labels10 = gt[:10], torch.arange(1, 11)
+    out.append(Case("ssd_assign, 8732 anchors x 10 GT (vs box_iou + SSDMatcher + encode)",
+                    lambda: ops.ssd_assign(anchors, gt10, labels10),
+                    lambda: torchvision_ssd_assign(anchors, gt10, labels10),
+                    lambda x, y: exact(x[1], y[1]) and close(x[0], y[0])))
+    codes = torch.randn(8732, 4, generator=torch.Generator().manual_seed(3))
+    coder, tv_coder = ops.BoxCoder((10.0, 10.0, 5.0, 5.0)), tv_utils.BoxCoder((10.0, 10.0, 5.0, 5.0))
+    out.append(Case("BoxCoder.decode, 8732 boxes", lambda: coder.decode_single(codes, anchors),
+                    lambda: tv_coder.decode_single(codes, anchors), close))
+    out.append(Case("BoxCoder.encode, 8732 boxes", lambda: coder.encode_single(anchors.flip(0), anchors),
+                    lambda: tv_coder.encode_single(anchors.flip(0), anchors), close))
+    q = ops.box_iou(gt10, anchors)
+    out.append(Case("Matcher(0.7, 0.3, low-quality), 10 x 8732", lambda: ops.Matcher(0.7, 0.3, True)(q),
+                    lambda: tv_utils.Matcher(0.7, 0.3, True)(q), exact))
+    ssd_args = dict(aspect_ratios=[[2], [2, 3], [2, 3], [2, 3], [2], [2]], steps=[8, 16, 32, 64, 100, 300])
+    ours_gen, tv_gen = ops.DefaultBoxGenerator(**ssd_args), tv_anchors.DefaultBoxGenerator(**ssd_args)
+
+    def fresh_default_boxes():  # uncached: what one call costs before the cache helps
+        ours_gen._cache.entries.clear()
+        return ours_gen(images, feats)[0]
+
+    out.append(Case("DefaultBoxGenerator SSD300, uncached", fresh_default_boxes,
+                    lambda: tv_gen(images, feats)[0], exact))
+    fpn = dict(sizes=((32,), (64,), (128,), (256,), (512,)), aspect_ratios=((0.5, 1.0, 2.0),) * 5)
+    fpn_images = ImageList(torch.zeros(1, 3, 800, 1216), [(800, 1216)])
+    fpn_feats = [torch.zeros(1, 1, 800 // s, 1216 // s) for s in (4, 8, 16, 32, 64)]
+    ours_fpn, tv_fpn = ops.AnchorGenerator(**fpn), tv_anchors.AnchorGenerator(**fpn)
+
+    def fresh_fpn_anchors():
+        ours_fpn._cache.entries.clear()
+        return ours_fpn(fpn_images, fpn_feats)[0]
+
+    out.append(Case("AnchorGenerator FPN 800x1216, uncached", fresh_fpn_anchors,
+                    lambda: tv_fpn(fpn_images, fpn_feats)[0], exact))
+    out.append(Case("AnchorGenerator FPN 800x1216, cached", lambda: ours_fpn(fpn_images, fpn_feats)[0],
+                    lambda: tv_fpn(fpn_images, fpn_feats)[0], exact))
+    return out
+
+
+def first_call_seconds(fn: Callable[[], object]) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def median_times(case: Case, min_time: float, min_reps: int = 7) -> tuple[float, float]:
+    ours, peer = [], []
+    deadline = time.perf_counter() + min_time
+    while len(ours) < min_reps or time.perf_counter() < deadline:
+        for fn, times in ((case.peer, peer), (case.detkit, ours)):  # alternate to share drift
+            start = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - start)
+    return statistics.median(ours), statistics.median(peer)
+
+
+def fmt_ms(seconds: float) -> str:
+    return f"{seconds * 1e3:.3f}"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--threads", type=int, default=2, help="torch and detkit threads (default 2)")
+    parser.add_argument("--min-time", type=float, default=0.5, help="seconds to time each case (default 0.5)")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+
+    all_cases = cases()
+    first_calls = [(c.name, first_call_seconds(c.detkit)) for c in all_cases]
+    print(f"detkit.ops vs torchvision {torchvision.__version__} (torch {torch.__version__}), "
+          f"CPU, {args.threads} threads; backends: {ops.backend()}\n")
+    print("| case | detkit ms | torchvision ms | ratio | outputs |")
+    print("|---|---:|---:|---:|---|")
+    failed = []
+    for case in all_cases:
+        same = case.same(case.detkit(), case.peer())
+        ours, peer = median_times(case, args.min_time)
+        print(f"| {case.name} | {fmt_ms(ours)} | {fmt_ms(peer)} | {peer / ours:.1f}x | {'equal' if same else 'DIFFER'} |")
+        if not same:
+            failed.append(case.name)
+    print("\nFirst detkit call in this process (numba compile or cache load, included once):")
+    for name, seconds in first_calls:
+        print(f"  {name}: {seconds * 1e3:.1f} ms")
+    if failed:
+        print(f"\nOUTPUTS DIFFER: {failed}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -102,3 +102,35 @@ def test_cuda_tensors_stay_on_the_device():
     iou = ops.box_iou(boxes[:100].cuda(), boxes[:50].cuda())
     assert iou.is_cuda
     torch.testing.assert_close(iou.cpu(), ops.box_iou(boxes[:100], boxes[:50]))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_every_op_accepts_empty_input(dtype):
+    empty = torch.zeros(0, 4, dtype=dtype)
+    none = torch.zeros(0, dtype=dtype)
+    no_idx = torch.zeros(0, dtype=torch.int64)
+    shapes = {
+        "box_convert": ops.box_convert(empty, "xyxy", "cxcywh"),
+        "box_area": ops.box_area(empty),
+        "clip": ops.clip_boxes_to_image(empty, (10, 10)),
+        "remove_small": ops.remove_small_boxes(empty, 1.0),
+        "box_iou": ops.box_iou(empty, empty),
+        "giou": ops.generalized_box_iou(empty, random_boxes(2, dtype=dtype)),
+        "nms": ops.nms(empty, none, 0.5),
+        "batched_nms": ops.batched_nms(empty, none, no_idx, 0.5),
+        "soft_nms": ops.soft_nms(empty, none)[0],
+        "soft_nms_scores": ops.soft_nms(empty, none)[1],
+        "encode": ops.BoxCoder((1.0, 1.0, 1.0, 1.0)).encode_single(empty, empty),
+        "decode": ops.BoxCoder((1.0, 1.0, 1.0, 1.0)).decode_single(empty, empty),
+        "ssd_assign_targets": ops.ssd_assign(empty, empty, no_idx)[0],
+        "ssd_assign_labels": ops.ssd_assign(empty, empty, no_idx)[1],
+    }
+    expected = {
+        "box_convert": ((0, 4), dtype), "box_area": ((0,), dtype), "clip": ((0, 4), dtype),
+        "remove_small": ((0,), torch.int64), "box_iou": ((0, 0), dtype), "giou": ((0, 2), dtype),
+        "nms": ((0,), torch.int64), "batched_nms": ((0,), torch.int64), "soft_nms": ((0,), torch.int64),
+        "soft_nms_scores": ((0,), dtype), "encode": ((0, 4), dtype), "decode": ((0, 4), dtype),
+        "ssd_assign_targets": ((0, 4), dtype), "ssd_assign_labels": ((0,), torch.int64),
+    }
+    for name, out in shapes.items():
+        assert (tuple(out.shape), out.dtype) == expected[name], name

@@ -6,6 +6,7 @@ to its pure-torch reference and one warning says so.
 """
 from __future__ import annotations
 
+import importlib
 import os
 import warnings
 from types import ModuleType
@@ -17,41 +18,23 @@ from torch import Tensor
 _DISABLED = os.environ.get("DETKIT_DISABLE_EXT", "") not in ("", "0")
 
 
-def _load_cpp() -> Optional[ModuleType]:
+def _load(module: str, lost: str) -> Optional[ModuleType]:
+    """Imports a kernel module, or warns once (naming what gets slower) and returns None."""
     if _DISABLED:
         return None
     try:
-        from detkit import _C
+        return importlib.import_module(module)
     except ImportError as exc:
-        warnings.warn(
-            f"detkit: the C++ extension detkit._C is not available ({exc}); "
-            "nms, soft_nms and box_iou use the slower torch reference. "
-            "Reinstall with a C++17 compiler to build it.",
-            RuntimeWarning,
-            stacklevel=3,
-        )
+        warnings.warn(f"detkit: {module} is not available ({exc}); {lost}", RuntimeWarning, stacklevel=3)
         return None
-    return _C
 
 
-def _load_numba() -> Optional[ModuleType]:
-    if _DISABLED:
-        return None
-    try:
-        from detkit.ops import _numba
-    except ImportError as exc:
-        warnings.warn(
-            f"detkit: numba kernels are not available ({exc}); anchors, box coding "
-            "and matching use the slower torch reference.",
-            RuntimeWarning,
-            stacklevel=3,
-        )
-        return None
-    return _numba
-
-
-cpp = _load_cpp()
-numba_kernels = _load_numba()
+cpp = _load(
+    "detkit._C",
+    "nms, soft_nms, ssd_assign and box_iou use the slower torch reference. "
+    "Reinstall with a C++17 compiler to build it.",
+)
+numba_kernels = _load("detkit.ops._numba", "anchors, box coding and matching use the slower torch reference.")
 
 # op name -> "cpp" | "numba": the kernel each op uses on CPU tensors.
 _KERNELS: dict[str, str] = {}

@@ -1,0 +1,439 @@
+"""COCO detection and segmentation metrics, identical to pycocotools' COCOeval.
+
+    evaluator = COCOEvaluator("instances_val.json", iou_type="bbox")
+    evaluator.update(predictions)        # {image_id: {"boxes", "scores", "labels"}} or COCO result records
+    metrics = evaluator.compute()        # metrics.stats["AP"], metrics.per_category, metrics.precision ...
+
+Ground truth is parsed once into flat arrays grouped by (category, image);
+matching and accumulation run as numba kernels (detkit.evaluation._kernels)
+that follow pycocotools step for step, so every statistic and the precision
+array are equal to pycocotools', not merely close.
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Optional, Sequence, Union
+
+import numpy as np
+from torch import Tensor
+
+from . import _kernels
+
+IOU_TYPES = ("bbox", "segm")
+STAT_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
+# pycocotools' Params, computed the same way so that the floats are the same.
+IOU_THRESHOLDS = np.linspace(0.5, 0.95, int(np.round((0.95 - 0.5) / 0.05)) + 1, endpoint=True)
+RECALL_THRESHOLDS = np.linspace(0.0, 1.00, int(np.round((1.00 - 0.0) / 0.01)) + 1, endpoint=True)
+MAX_DETS = (1, 10, 100)
+AREA_RANGES = ((0**2, 1e5**2), (0**2, 32**2), (32**2, 96**2), (96**2, 1e5**2))
+AREA_LABELS = ("all", "small", "medium", "large")
+
+
+@dataclass
+class COCOMetrics:
+    """The result of a COCO evaluation.
+
+    stats: the 12 standard numbers by name (AP, AP50, ..., ARl); -1 where undefined.
+    per_category: category name -> AP (IoU .50:.95, all areas, 100 detections).
+    precision: [T=10, R=101, K, A=4, M=3], recall: [T, K, A, M], scores: like
+        precision; pycocotools' eval["precision"], ["recall"], ["scores"].
+    """
+
+    stats: dict[str, float]
+    per_category: dict[str, float]
+    precision: np.ndarray
+    recall: np.ndarray
+    scores: np.ndarray
+    category_ids: list[int] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Every number as JSON-ready Python values."""
+        return {
+            "stats": dict(self.stats),
+            "per_category": dict(self.per_category),
+            "category_ids": list(self.category_ids),
+            "precision": self.precision.tolist(),
+            "recall": self.recall.tolist(),
+        }
+
+
+# --- ground truth ----------------------------------------------------------------------------------
+
+
+def _load_gt_dataset(gt) -> dict:
+    """The GT dataset dict from a path, a dict or a pycocotools COCO."""
+    if isinstance(gt, (str, os.PathLike)):
+        try:
+            with open(gt) as f:
+                return json.load(f)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"{os.fspath(gt)}: not valid JSON ({exc})") from None
+    if isinstance(gt, Mapping):
+        return dict(gt)
+    if hasattr(gt, "dataset") and isinstance(gt.dataset, Mapping):
+        return gt.dataset
+    raise TypeError(f"gt must be a COCO JSON path, a dict or a pycocotools COCO, got {type(gt).__name__}")
+
+
+def _require(record: Mapping, key: str, where: str):
+    if key not in record:
+        raise ValueError(f"{where} has no {key!r} field")
+    return record[key]
+
+
+class _GroundTruth:
+    """GT annotations as arrays sorted by (category index, image index), in
+    dataset order within a pair (pycocotools' order), with CSR offsets."""
+
+    def __init__(self, dataset: dict, iou_type: str, source: str):
+        for key in ("images", "annotations", "categories"):
+            if not isinstance(dataset.get(key), list):
+                raise ValueError(f"{source}: {key!r} must be a list")
+        self.images = {_require(img, "id", f"{source}: an image"): img for img in dataset["images"]}
+        self.img_ids = np.array(sorted(self.images), dtype=np.int64)
+        self.categories = {_require(c, "id", f"{source}: a category"): c for c in dataset["categories"]}
+        self.cat_ids = np.array(sorted(self.categories), dtype=np.int64)
+        self.img_index = {int(i): n for n, i in enumerate(self.img_ids)}
+        self.cat_index = {int(c): n for n, c in enumerate(self.cat_ids)}
+        anns = [a for a in dataset["annotations"]
+                if a.get("image_id") in self.img_index and a.get("category_id") in self.cat_index]
+        pair = np.array([self.cat_index[a["category_id"]] * len(self.img_ids) + self.img_index[a["image_id"]]
+                         for a in anns], dtype=np.int64)
+        order = np.argsort(pair, kind="stable")
+        self.anns = [anns[i] for i in order]
+        self.offsets = _offsets(pair[order], len(self.cat_ids) * len(self.img_ids))
+        self.ids = np.array([_require(a, "id", f"{source}: an annotation") for a in self.anns], dtype=np.int64)
+        self.area = np.array([float(_require(a, "area", f"{source}: annotation {a.get('id')}")) for a in self.anns])
+        self.crowd = np.array([int(a.get("iscrowd", 0)) for a in self.anns], dtype=np.uint8)
+        if iou_type == "bbox":
+            self.boxes = np.array([_require(a, "bbox", f"{source}: annotation {a.get('id')}") for a in self.anns],
+                                  dtype=np.float64).reshape(-1, 4)
+        else:
+            self.rles = [_to_rle(_require(a, "segmentation", f"{source}: annotation {a.get('id')}"),
+                                 self.images[a["image_id"]], f"{source}: annotation {a.get('id')}")
+                         for a in self.anns]
+
+
+def _offsets(sorted_keys: np.ndarray, n: int) -> np.ndarray:
+    counts = np.bincount(sorted_keys, minlength=n) if len(sorted_keys) else np.zeros(n, dtype=np.int64)
+    return np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+
+
+def _to_rle(segmentation, image: Mapping, where: str):
+    """pycocotools' annToRLE: polygons and uncompressed RLE to compressed RLE."""
+    from pycocotools import mask as mask_utils
+
+    try:
+        h, w = image["height"], image["width"]
+    except KeyError:
+        raise ValueError(f"{where}: image {image.get('id')} has no height/width, needed for masks") from None
+    if isinstance(segmentation, list):
+        return mask_utils.merge(mask_utils.frPyObjects(segmentation, h, w))
+    if isinstance(segmentation, Mapping) and isinstance(segmentation.get("counts"), list):
+        return mask_utils.frPyObjects(segmentation, h, w)
+    if isinstance(segmentation, Mapping) and "counts" in segmentation:
+        return segmentation
+    raise ValueError(f"{where}: segmentation must be polygons or an RLE, got {type(segmentation).__name__}")
+
+
+# --- detections ------------------------------------------------------------------------------------
+
+
+class _Detections:
+    """Results accumulated by update(), in the order given (pycocotools' ids
+    are positions + 1), kept as columns."""
+
+    def __init__(self):
+        self.image_ids: list[np.ndarray] = []
+        self.category_ids: list[np.ndarray] = []
+        self.scores: list[np.ndarray] = []
+        self.boxes: list[np.ndarray] = []  # xywh
+        self.segmentations: list = []
+        self.count = 0
+
+    def add(self, image_ids, category_ids, scores, boxes, segmentations) -> None:
+        self.image_ids.append(np.asarray(image_ids, dtype=np.int64))
+        self.category_ids.append(np.asarray(category_ids, dtype=np.int64))
+        self.scores.append(np.asarray(scores, dtype=np.float64))
+        self.boxes.append(np.asarray(boxes, dtype=np.float64).reshape(-1, 4))
+        self.segmentations.extend(segmentations if segmentations is not None else [None] * len(scores))
+        self.count += len(scores)
+
+    def columns(self):
+        if not self.scores:
+            return (np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0), np.zeros((0, 4)))
+        return (np.concatenate(self.image_ids), np.concatenate(self.category_ids), np.concatenate(self.scores),
+                np.concatenate(self.boxes))
+
+
+def _records_to_columns(records: Sequence[Mapping], iou_type: str):
+    """COCO result records -> columns, with loadRes' rules: bbox results get
+    area w * h (also when evaluating segm, as loadRes does when the first
+    record has a bbox); segm results get the mask area."""
+    from pycocotools import mask as mask_utils
+
+    n = len(records)
+    image_ids = np.empty(n, dtype=np.int64)
+    category_ids = np.empty(n, dtype=np.int64)
+    scores = np.empty(n, dtype=np.float64)
+    boxes = np.zeros((n, 4), dtype=np.float64)
+    segms = [None] * n
+    for i, r in enumerate(records):
+        try:
+            image_ids[i] = r["image_id"]
+            category_ids[i] = r["category_id"]
+            scores[i] = r["score"]
+            if "bbox" in r and len(r["bbox"]):
+                boxes[i] = r["bbox"]
+            if iou_type == "segm":
+                segms[i] = r["segmentation"]
+        except KeyError as exc:
+            raise ValueError(f"result record {i} has no {exc.args[0]!r} field: {_short(r)}") from None
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"result record {i} is malformed ({exc}): {_short(r)}") from None
+    if iou_type == "segm" and n and not ("bbox" in records[0] and len(records[0]["bbox"])):
+        for i, s in enumerate(segms):
+            boxes[i] = mask_utils.toBbox(s)
+    return image_ids, category_ids, scores, boxes, segms
+
+
+def _short(record) -> str:
+    text = repr(record)
+    return text if len(text) < 200 else text[:200] + "..."
+
+
+# --- the evaluator ---------------------------------------------------------------------------------
+
+
+class COCOEvaluator:
+    """Accumulates detections for a COCO ground truth and computes its metrics.
+
+    Args:
+        gt: path to a COCO annotation JSON, its dict, or a pycocotools COCO.
+        iou_type: "bbox" or "segm".
+        label_to_category: maps model labels to COCO category ids for
+            prediction dicts; default: label l -> the l-th smallest category id
+            (labels 1..K, 0 = background, as detkit's datasets number them).
+    """
+
+    def __init__(self, gt, iou_type: str = "bbox", label_to_category: Optional[Mapping[int, int]] = None):
+        if iou_type not in IOU_TYPES:
+            raise ValueError(f"iou_type must be one of {IOU_TYPES}, got {iou_type!r}")
+        self.iou_type = iou_type
+        source = os.fspath(gt) if isinstance(gt, (str, os.PathLike)) else "gt"
+        self.gt = _GroundTruth(_load_gt_dataset(gt), iou_type, source)
+        if label_to_category is None:
+            label_to_category = {n + 1: int(c) for n, c in enumerate(self.gt.cat_ids)}
+        self.label_to_category = dict(label_to_category)
+        self._dets = _Detections()
+        self._bbox_area_from_box: Optional[bool] = None  # loadRes' rule, fixed by the first result
+
+    @property
+    def category_names(self) -> list[str]:
+        return [str(self.gt.categories[int(c)].get("name", c)) for c in self.gt.cat_ids]
+
+    def reset(self) -> None:
+        self._dets = _Detections()
+        self._bbox_area_from_box = None
+
+    def update(self, predictions: Union[Mapping[int, Mapping[str, Tensor]], Sequence[Mapping]]) -> None:
+        """Adds detections: {image_id: {"boxes": Tensor[N, 4] xyxy, "scores":
+        Tensor[N], "labels": Tensor[N], "masks"?: Tensor[N, (1,) H, W]}} or a list
+        of COCO result records ({"image_id", "category_id", "bbox" xywh,
+        "score", "segmentation"?})."""
+        if isinstance(predictions, Mapping):
+            records = self._prediction_columns(predictions)
+            start = self._dets.count
+            self._check(records[0], records[1], records[2], records[3], start, "prediction for image")
+            self._dets.add(*records)
+            if self._bbox_area_from_box is None and len(records[2]):
+                self._bbox_area_from_box = self.iou_type == "bbox"
+            return
+        records = list(predictions)
+        columns = _records_to_columns(records, self.iou_type)
+        self._check(*columns[:4], self._dets.count, "result record")
+        if self._bbox_area_from_box is None and records:
+            self._bbox_area_from_box = "bbox" in records[0] and len(records[0]["bbox"]) > 0
+        self._dets.add(*columns)
+
+    def _prediction_columns(self, predictions: Mapping[int, Mapping[str, Tensor]]):
+        image_ids, category_ids, scores, boxes, segms = [], [], [], [], []
+        for image_id, pred in predictions.items():
+            n = len(pred["scores"])
+            xyxy = pred["boxes"].detach().cpu().double().numpy().reshape(-1, 4)
+            labels = pred["labels"].detach().cpu().tolist()
+            unknown = [l for l in labels if l not in self.label_to_category]
+            if unknown:
+                raise ValueError(f"prediction for image {image_id}: label {unknown[0]} has no category id "
+                                 f"(known labels: {sorted(self.label_to_category)})")
+            image_ids.append(np.full(n, int(image_id)))
+            category_ids.append(np.array([self.label_to_category[l] for l in labels], dtype=np.int64))
+            scores.append(pred["scores"].detach().cpu().double().numpy())
+            boxes.append(np.stack([xyxy[:, 0], xyxy[:, 1], xyxy[:, 2] - xyxy[:, 0], xyxy[:, 3] - xyxy[:, 1]], 1))
+            if self.iou_type == "segm":
+                segms.extend(_encode_masks(pred, image_id))
+        if not scores:
+            return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0), np.zeros((0, 4)), []
+        return (np.concatenate(image_ids), np.concatenate(category_ids), np.concatenate(scores),
+                np.concatenate(boxes), segms if self.iou_type == "segm" else None)
+
+    def _check(self, image_ids, category_ids, scores, boxes, start: int, what: str) -> None:
+        """Results naming images or categories the GT lacks, NaN scores or
+        negative sizes would be silently wrong: name the first bad one."""
+        checks = [
+            (~np.isin(image_ids, self.gt.img_ids), "image_id {} is not in the ground truth", image_ids),
+            (~np.isin(category_ids, self.gt.cat_ids), "category_id {} is not in the ground truth", category_ids),
+            (~np.isfinite(scores), "score {} is not finite", scores),
+            (~np.isfinite(boxes).all(1) | (boxes[:, 2] < 0) | (boxes[:, 3] < 0),
+             "bbox {} is not finite or has a negative size (xywh)", boxes),
+        ]
+        for bad, message, values in checks:
+            if bad.any():
+                i = int(np.flatnonzero(bad)[0])
+                label = f"{what} {i + start}" if what == "result record" else f"{what} {int(image_ids[i])}"
+                raise ValueError(f"{label}: " + message.format(values[i].tolist()))
+
+    def compute(self) -> COCOMetrics:
+        """Evaluates, accumulates and summarises all detections so far."""
+        gt = self.gt
+        n_img, n_cat = len(gt.img_ids), len(gt.cat_ids)
+        image_ids, category_ids, scores, boxes = self._dets.columns()
+        # Group detections by (category, image) keeping their input order, as loadRes + _prepare do.
+        img_pos = np.searchsorted(gt.img_ids, image_ids)
+        cat_pos = np.searchsorted(gt.cat_ids, category_ids)
+        pair = cat_pos * n_img + img_pos
+        order = np.argsort(pair, kind="stable")
+        dt_off = _offsets(pair[order], n_cat * n_img)
+        scores, boxes = scores[order], boxes[order]
+        dt_ids = order.astype(np.int64) + 1
+        sel, sel_off = _kernels.select_detections(dt_off, scores, MAX_DETS[-1])
+        iou_off = _kernels.iou_offsets(sel_off, gt.offsets)
+        if self.iou_type == "bbox":
+            ious = _kernels.bbox_ious(boxes, sel, sel_off, gt.boxes, gt.crowd, gt.offsets, iou_off)
+            dt_area = boxes[:, 2] * boxes[:, 3]
+        else:
+            segms = [self._dets.segmentations[i] for i in order]
+            ious, dt_area = self._segm_ious(segms, boxes, image_ids[order], sel, sel_off, iou_off)
+        matched, ignored, n_pos = _kernels.evaluate_pairs(
+            ious, iou_off, sel, sel_off, dt_area, dt_ids, gt.area, gt.crowd, gt.ids, gt.offsets,
+            np.array(AREA_RANGES, dtype=np.float64), IOU_THRESHOLDS,
+        )
+        precision, recall, score_table = _kernels.accumulate(
+            matched, ignored, n_pos, sel, sel_off, gt.offsets, scores, n_cat, n_img,
+            np.array(MAX_DETS, dtype=np.int64), RECALL_THRESHOLDS,
+        )
+        stats = summarize(precision, recall)
+        per_category = {name: _mean_defined(precision[:, :, k, 0, -1]) for k, name in enumerate(self.category_names)}
+        return COCOMetrics(stats, per_category, precision, recall, score_table, [int(c) for c in gt.cat_ids])
+
+    def _segm_ious(self, segms, boxes, image_ids, sel, sel_off, iou_off):
+        """Mask IoUs per pair with pycocotools' RLE kernel; detection areas as loadRes sets them."""
+        from pycocotools import mask as mask_utils
+
+        rles = [_to_rle(s, self.gt.images[int(i)], f"result for image {int(i)}") for s, i in zip(segms, image_ids)]
+        dt_area = boxes[:, 2] * boxes[:, 3] if self._bbox_area_from_box else \
+            np.array([float(mask_utils.area(r)) for r in rles])
+        ious = np.zeros(iou_off[-1])
+        gt = self.gt
+        for p in np.flatnonzero((np.diff(sel_off) > 0) & (np.diff(gt.offsets) > 0)):
+            d = [rles[j] for j in sel[sel_off[p]:sel_off[p + 1]]]
+            g = gt.rles[gt.offsets[p]:gt.offsets[p + 1]]
+            block = mask_utils.iou(d, g, [int(c) for c in gt.crowd[gt.offsets[p]:gt.offsets[p + 1]]])
+            ious[iou_off[p]:iou_off[p + 1]] = np.asarray(block, dtype=np.float64).reshape(-1)
+        return ious, dt_area
+
+    def results(self) -> list[dict]:
+        """The accumulated detections as COCO result records (loadRes accepts them)."""
+        image_ids, category_ids, scores, boxes = self._dets.columns()
+        records = []
+        for i in range(len(scores)):
+            record = {"image_id": int(image_ids[i]), "category_id": int(category_ids[i]),
+                      "bbox": [float(v) for v in boxes[i]], "score": float(scores[i])}
+            segm = self._dets.segmentations[i]
+            if segm is not None:
+                record["segmentation"] = _json_ready(segm)
+            records.append(record)
+        return records
+
+    def write_results(self, path: Union[str, os.PathLike]) -> None:
+        """Writes results() as JSON atomically (temp file + rename)."""
+        write_json_atomic(path, self.results())
+
+
+def _json_ready(segm):
+    if isinstance(segm, Mapping) and isinstance(segm.get("counts"), bytes):
+        return {**segm, "counts": segm["counts"].decode("ascii")}
+    return segm
+
+
+def _encode_masks(pred: Mapping[str, Tensor], image_id) -> list:
+    from pycocotools import mask as mask_utils
+
+    if "masks" not in pred:
+        raise ValueError(f"prediction for image {image_id} has no 'masks', needed for iou_type='segm'")
+    masks = pred["masks"].detach().cpu()
+    if masks.dim() == 4:
+        masks = masks[:, 0]
+    binary = (masks > 0.5).numpy().astype(np.uint8) if masks.is_floating_point() else masks.numpy().astype(np.uint8)
+    return [_json_ready(mask_utils.encode(np.asfortranarray(m))) for m in binary]
+
+
+def _mean_defined(values: np.ndarray) -> float:
+    defined = values[values > -1]
+    return float(np.mean(defined)) if defined.size else -1.0
+
+
+def summarize(precision: np.ndarray, recall: np.ndarray) -> dict[str, float]:
+    """pycocotools' summarize(): the 12 standard statistics by name."""
+
+    def pick(ap: bool, iou: Optional[float] = None, area: str = "all", max_dets: int = 100) -> float:
+        a = AREA_LABELS.index(area)
+        m = MAX_DETS.index(max_dets)
+        s = precision if ap else recall
+        if iou is not None:
+            s = s[np.where(iou == IOU_THRESHOLDS)[0]]
+        s = s[:, :, :, a, m] if ap else s[:, :, a, m]
+        return _mean_defined(s)
+
+    values = [
+        pick(True), pick(True, iou=0.5), pick(True, iou=0.75),
+        pick(True, area="small"), pick(True, area="medium"), pick(True, area="large"),
+        pick(False, max_dets=1), pick(False, max_dets=10), pick(False),
+        pick(False, area="small"), pick(False, area="medium"), pick(False, area="large"),
+    ]
+    return dict(zip(STAT_NAMES, values))
+
+
+def write_json_atomic(path: Union[str, os.PathLike], payload) -> None:
+    """json.dump to a temp file in the same folder, then rename: a crash never
+    leaves a half-written file at `path`."""
+    path = os.fspath(path)
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".json")
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(payload, f)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def evaluate_coco(gt_json: Union[str, os.PathLike], results_json: Union[str, os.PathLike],
+                  iou_type: str = "bbox") -> COCOMetrics:
+    """Metrics of a COCO results JSON against a COCO annotation JSON."""
+    try:
+        with open(results_json) as f:
+            records = json.load(f)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{os.fspath(results_json)}: not valid JSON ({exc})") from None
+    if not isinstance(records, list):
+        raise ValueError(f"{os.fspath(results_json)}: results must be a JSON list of records")
+    evaluator = COCOEvaluator(gt_json, iou_type)
+    evaluator.update(records)
+    return evaluator.compute()

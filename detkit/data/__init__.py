@@ -1,0 +1,17 @@
+"""Datasets (COCO, VOC, the synthetic Shapes set), transforms and batching."""
+from . import shapes, transforms
+from .coco import CocoDetection
+from .collate import collate, collate_stacked
+from .images import read_image
+from .voc import VOC_CLASSES, VOCDetection
+
+__all__ = [
+    "CocoDetection",
+    "VOCDetection",
+    "VOC_CLASSES",
+    "collate",
+    "collate_stacked",
+    "read_image",
+    "shapes",
+    "transforms",
+]

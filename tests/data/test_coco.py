@@ -1,0 +1,122 @@
+import json
+import os
+import shutil
+
+import cv2
+import numpy as np
+import pytest
+from pycocotools import mask as mask_utils
+
+from detkit.data import CocoDetection, read_image
+
+
+def write_set(root, annotations, images=None, categories=None):
+    """A tiny COCO set: two 40x60 images and the given annotations."""
+    os.makedirs(root, exist_ok=True)
+    images = images if images is not None else [
+        {"id": 7, "file_name": "a.png", "width": 60, "height": 40},
+        {"id": 3, "file_name": "b.png", "width": 60, "height": 40},
+    ]
+    for img in images:
+        if not os.path.exists(os.path.join(root, img["file_name"])):
+            cv2.imwrite(os.path.join(root, img["file_name"]), np.full((img["height"], img["width"], 3), 90, np.uint8))
+    categories = categories if categories is not None else [{"id": 18, "name": "dog"}, {"id": 2, "name": "bike"}]
+    path = os.path.join(root, "ann.json")
+    with open(path, "w") as f:
+        json.dump({"images": images, "annotations": annotations, "categories": categories}, f)
+    return path
+
+
+def ann(id, image_id, bbox, category_id=18, **extra):
+    return {"id": id, "image_id": image_id, "category_id": category_id, "bbox": bbox, "area": bbox[2] * bbox[3],
+            "iscrowd": 0, **extra}
+
+
+def test_targets_labels_crowd_and_order(tmp_path):
+    path = write_set(tmp_path, [ann(1, 7, [10, 5, 20, 10]), ann(2, 7, [0, 0, 5, 5], 2, iscrowd=1),
+                                ann(3, 3, [1.5, 2.5, 3, 4], 2)])
+    ds = CocoDetection(tmp_path, path)
+    assert ds.cat_ids == [2, 18] and ds.classes == ["bike", "dog"]  # contiguous labels in id order
+    assert ds.ids == [3, 7] and len(ds) == 2
+    image, target = ds[1]
+    assert image.shape == (40, 60, 3) and image.dtype == np.uint8
+    assert target["image_id"] == 7
+    assert target["boxes"].tolist() == [[10, 5, 30, 15], [0, 0, 5, 5]]  # xywh -> xyxy
+    assert target["labels"].tolist() == [2, 1] and target["iscrowd"].tolist() == [False, True]
+    assert ds[0][1]["boxes"].tolist() == [[1.5, 2.5, 4.5, 6.5]]
+
+
+def test_masks_from_polygons_and_rle(tmp_path):
+    polygon = [[10, 10, 30, 10, 30, 30, 10, 30]]
+    full = np.zeros((40, 60), np.uint8, order="F")
+    full[5:20, 40:55] = 1
+    rle = mask_utils.encode(full)
+    compressed = {"size": rle["size"], "counts": rle["counts"].decode("ascii")}
+    path = write_set(tmp_path, [ann(1, 7, [10, 10, 20, 20], segmentation=polygon),
+                                ann(2, 7, [40, 5, 15, 15], segmentation=compressed)])
+    target = CocoDetection(tmp_path, path, with_masks=True)[1][1]
+    expected = mask_utils.decode(mask_utils.merge(mask_utils.frPyObjects(polygon, 40, 60)))
+    assert target["masks"].shape == (2, 40, 60) and target["masks"].dtype == np.uint8
+    assert np.array_equal(target["masks"][0], expected) and np.array_equal(target["masks"][1], full)
+
+
+def test_clipping_empty_boxes_and_images_without_boxes(tmp_path):
+    path = write_set(tmp_path, [ann(1, 7, [50, 30, 20, 20]), ann(2, 7, [5, 5, 0, 10])])
+    ds = CocoDetection(tmp_path, path)
+    assert ds[1][1]["boxes"].tolist() == [[50, 30, 60, 40]]  # partly outside: clipped
+    assert ds.dropped_empty == 1  # zero width: dropped and counted
+    assert ds[0][1]["boxes"].shape == (0, 4) and ds[0][1]["labels"].shape == (0,)
+
+
+@pytest.mark.parametrize(
+    "bad, message",
+    [
+        (ann(5, 7, [10, 10, -3, 4]), r"annotation 5: bbox \[10, 10, -3, 4\] has a negative width"),
+        (ann(5, 7, [100, 10, 3, 4]), r"annotation 5: bbox .* lies outside its 60x40 image 7"),
+        (ann(5, 7, [1, 1, 3, 4], category_id=99), r"annotation 5: unknown category_id 99"),
+        (ann(5, 42, [1, 1, 3, 4]), r"annotation 5: image_id 42 is not in 'images'"),
+        (ann(5, 7, [1, 1, float("nan"), 4]), r"annotation 5: bbox must be 4 finite numbers"),
+    ],
+)
+def test_bad_annotations_name_file_and_id(tmp_path, bad, message):
+    path = write_set(tmp_path, [ann(1, 7, [1, 1, 5, 5]), bad])
+    with pytest.raises(ValueError, match=f"ann.json: {message}"):
+        CocoDetection(tmp_path, path)
+    with pytest.warns(RuntimeWarning, match=r"skipped 1 invalid annotation"):
+        ds = CocoDetection(tmp_path, path, skip_invalid=True)
+    assert len(ds.skipped) == 1 and ds[1][1]["boxes"].shape == (1, 4)
+
+
+def test_bad_files(tmp_path):
+    with pytest.raises(ValueError, match="the image list is empty"):
+        CocoDetection(tmp_path, write_set(tmp_path, [], images=[]))
+    broken = tmp_path / "broken.json"
+    broken.write_text('{"images": [')
+    with pytest.raises(ValueError, match="broken.json: not valid JSON"):
+        CocoDetection(tmp_path, broken)
+    with pytest.raises(FileNotFoundError, match="annotation file not found"):
+        CocoDetection(tmp_path, tmp_path / "missing.json")
+    path = write_set(tmp_path / "set", [])
+    os.remove(tmp_path / "set" / "a.png")
+    with pytest.raises(FileNotFoundError, match=r"image file not found: .*a\.png"):
+        CocoDetection(tmp_path / "set", path)[1]
+
+
+def test_truncated_unreadable_and_odd_images(tmp_path):
+    good = tmp_path / "good.jpg"
+    cv2.imwrite(str(good), np.random.default_rng(0).integers(0, 255, (40, 60, 3), dtype=np.uint8))
+    data = good.read_bytes()
+    (tmp_path / "cut.jpg").write_bytes(data[: len(data) // 2])
+    with pytest.raises(ValueError, match=r"cut\.jpg: truncated image file"):
+        read_image(tmp_path / "cut.jpg")
+    (tmp_path / "junk.jpg").write_bytes(b"this is not an image")
+    with pytest.raises(ValueError, match=r"junk\.jpg: not a readable image"):
+        read_image(tmp_path / "junk.jpg")
+    cv2.imwrite(str(tmp_path / "gray.png"), np.full((8, 9), 77, np.uint8))
+    cv2.imwrite(str(tmp_path / "rgba.png"), np.full((8, 9, 4), (10, 20, 30, 255), np.uint8))
+    assert read_image(tmp_path / "gray.png").shape == (8, 9, 3)
+    assert read_image(tmp_path / "rgba.png")[0, 0].tolist() == [30, 20, 10]  # BGRA on disk -> RGB
+    path = write_set(tmp_path / "sizes", [], images=[{"id": 1, "file_name": "x.png", "width": 61, "height": 40}])
+    cv2.imwrite(str(tmp_path / "sizes" / "x.png"), np.zeros((40, 60, 3), np.uint8))
+    with pytest.raises(ValueError, match=r"x\.png: image is 60x40 but .* says 61x40"):
+        CocoDetection(tmp_path / "sizes", path)[0]

@@ -59,8 +59,9 @@ def as_torchvision_sample(image, target):
 
 
 def check(image, boxes, labels) -> bool:
+    """Output invariants; boxes may overshoot the border by float32 rounding (torchvision's do)."""
     return (tuple(image.shape) == (3, 300, 300) and image.dtype == torch.float32 and len(boxes) == len(labels)
-            and bool((boxes >= 0).all() and (boxes <= 300).all()))
+            and bool((boxes >= -1e-3).all() and (boxes <= 300 + 1e-3).all()))
 
 
 def images_per_second(run, samples, rounds: int = 3) -> tuple[float, bool]:

@@ -1,13 +1,14 @@
 """COCO-format detection datasets (COCO, LVIS-style JSON, the Shapes set)."""
 from __future__ import annotations
 
-import json
+import math
 import os
 from collections import defaultdict
 from typing import Any, Callable, Optional
 
 import numpy as np
 
+from ..jsonio import load_json
 from .images import read_image
 from .problems import AnnotationProblems
 
@@ -52,33 +53,37 @@ class CocoDetection:
         self.skipped = problems.skipped
 
     def _index(self, annotations: list, problems: AnnotationProblems) -> dict[int, list]:
-        """Valid annotations grouped by image, in file order."""
-        by_image: dict[int, list] = defaultdict(list)
+        """Valid annotations grouped by image, in file order. Boxes are checked
+        all at once with numpy; only problems are looked at one by one."""
+        known, sizes = [], []
+        images, label_of = self.images, self.label_of
         for ann in annotations:
-            ann_id = ann.get("id")
-            image = self.images.get(ann.get("image_id"))
+            image = images.get(ann.get("image_id"))
             if image is None:
-                problems.report(f"annotation {ann_id}: image_id {ann.get('image_id')} is not in 'images'")
-                continue
-            if ann.get("category_id") not in self.label_of:
-                problems.report(f"annotation {ann_id}: unknown category_id {ann.get('category_id')}")
-                continue
-            bbox = ann.get("bbox")
-            if not (isinstance(bbox, list) and len(bbox) == 4 and all(np.isfinite(v) for v in bbox)):
-                problems.report(f"annotation {ann_id}: bbox must be 4 finite numbers, got {bbox!r}")
-                continue
-            x, y, w, h = bbox
-            if w < 0 or h < 0:
-                problems.report(f"annotation {ann_id}: bbox {bbox} has a negative width or height")
-                continue
-            if w == 0 or h == 0:
+                problems.report(f"annotation {ann.get('id')}: image_id {ann.get('image_id')} is not in 'images'")
+            elif ann.get("category_id") not in label_of:
+                problems.report(f"annotation {ann.get('id')}: unknown category_id {ann.get('category_id')}")
+            else:
+                known.append(ann)
+                sizes.append((image["width"], image["height"]))
+        boxes = _bbox_array(known)
+        sizes = np.array(sizes, dtype=np.float64).reshape(-1, 2)
+        with np.errstate(invalid="ignore"):
+            bad_value = ~np.isfinite(boxes).all(1)
+            negative = (boxes[:, 2] < 0) | (boxes[:, 3] < 0)
+            empty = (boxes[:, 2] == 0) | (boxes[:, 3] == 0)
+            outside = ((boxes[:, 0] >= sizes[:, 0]) | (boxes[:, 1] >= sizes[:, 1]) |
+                       (boxes[:, 0] + boxes[:, 2] <= 0) | (boxes[:, 1] + boxes[:, 3] <= 0))
+        # 0 valid, 1 a problem to report, 2 empty (dropped and counted); problems win over emptiness.
+        status = np.where(bad_value | negative | (outside & ~empty), 1, np.where(empty, 2, 0)).tolist()
+        by_image: dict[int, list] = defaultdict(list)
+        for ann, state in zip(known, status):
+            if state == 0:
+                by_image[ann["image_id"]].append(ann)
+            elif state == 2:
                 self.dropped_empty += 1
-                continue
-            if x >= image["width"] or y >= image["height"] or x + w <= 0 or y + h <= 0:
-                problems.report(f"annotation {ann_id}: bbox {bbox} lies outside its "
-                                f"{image['width']}x{image['height']} image {image['id']}")
-                continue
-            by_image[image["id"]].append(ann)
+            else:
+                problems.report(_bbox_problem(ann, images[ann["image_id"]]))
         return by_image
 
     def __len__(self) -> int:
@@ -116,14 +121,36 @@ class CocoDetection:
         return target
 
 
-def _load_json(path: str) -> dict:
+def _bbox_array(anns: list) -> np.ndarray:
+    """[N, 4] float64 of the annotations' bboxes; a malformed one becomes NaNs
+    (reported as not finite)."""
     try:
-        with open(path) as f:
-            dataset = json.load(f)
-    except FileNotFoundError:
-        raise FileNotFoundError(f"annotation file not found: {path}") from None
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"{path}: not valid JSON ({exc})") from None
+        return np.array([a.get("bbox") for a in anns], dtype=np.float64).reshape(-1, 4)
+    except (TypeError, ValueError):
+        return np.array([_one_bbox(a.get("bbox")) for a in anns], dtype=np.float64).reshape(-1, 4)
+
+
+def _one_bbox(bbox) -> list:
+    if isinstance(bbox, list) and len(bbox) == 4 and all(isinstance(v, (int, float)) for v in bbox):
+        return bbox
+    return [math.nan] * 4
+
+
+def _bbox_problem(ann: dict, image: dict) -> str:
+    bbox = ann.get("bbox")
+    values = _one_bbox(bbox)
+    if not all(math.isfinite(v) for v in values):
+        return f"annotation {ann.get('id')}: bbox must be 4 finite numbers, got {bbox!r}"
+    if values[2] < 0 or values[3] < 0:
+        return f"annotation {ann.get('id')}: bbox {bbox} has a negative width or height"
+    return (f"annotation {ann.get('id')}: bbox {bbox} lies outside its {image['width']}x{image['height']} "
+            f"image {image['id']}")
+
+
+def _load_json(path: str) -> dict:
+    dataset = load_json(path, "annotation file")
+    if not isinstance(dataset, dict):
+        raise ValueError(f"{path}: expected a JSON object with images, annotations and categories")
     for key in ("images", "annotations", "categories"):
         if not isinstance(dataset.get(key), list):
             raise ValueError(f"{path}: {key!r} must be a list")

@@ -11,15 +11,14 @@ array are equal to pycocotools', not merely close.
 """
 from __future__ import annotations
 
-import json
 import os
-import tempfile
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Optional, Sequence, Union
 
 import numpy as np
 from torch import Tensor
 
+from ..jsonio import load_json, write_json_atomic
 from . import _kernels
 
 IOU_TYPES = ("bbox", "segm")
@@ -66,11 +65,10 @@ class COCOMetrics:
 def _load_gt_dataset(gt) -> dict:
     """The GT dataset dict from a path, a dict or a pycocotools COCO."""
     if isinstance(gt, (str, os.PathLike)):
-        try:
-            with open(gt) as f:
-                return json.load(f)
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"{os.fspath(gt)}: not valid JSON ({exc})") from None
+        dataset = load_json(gt, "ground-truth file")
+        if not isinstance(dataset, Mapping):
+            raise ValueError(f"{os.fspath(gt)}: expected a COCO JSON object")
+        return dict(dataset)
     if isinstance(gt, Mapping):
         return dict(gt)
     if hasattr(gt, "dataset") and isinstance(gt.dataset, Mapping):
@@ -407,31 +405,10 @@ def summarize(precision: np.ndarray, recall: np.ndarray) -> dict[str, float]:
     return dict(zip(STAT_NAMES, values))
 
 
-def write_json_atomic(path: Union[str, os.PathLike], payload) -> None:
-    """json.dump to a temp file in the same folder, then rename: a crash never
-    leaves a half-written file at `path`."""
-    path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".json")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(payload, f)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-
-
 def evaluate_coco(gt_json: Union[str, os.PathLike], results_json: Union[str, os.PathLike],
                   iou_type: str = "bbox") -> COCOMetrics:
     """Metrics of a COCO results JSON against a COCO annotation JSON."""
-    try:
-        with open(results_json) as f:
-            records = json.load(f)
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"{os.fspath(results_json)}: not valid JSON ({exc})") from None
+    records = load_json(results_json, "results file")
     if not isinstance(records, list):
         raise ValueError(f"{os.fspath(results_json)}: results must be a JSON list of records")
     evaluator = COCOEvaluator(gt_json, iou_type)

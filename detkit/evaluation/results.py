@@ -7,7 +7,8 @@ from typing import Mapping, Sequence, Union
 
 import numpy as np
 
-from .coco import RECALL_THRESHOLDS, COCOMetrics, write_json_atomic
+from ..jsonio import write_json_atomic
+from .coco import RECALL_THRESHOLDS, COCOMetrics
 from .voc import VOCMetrics
 
 

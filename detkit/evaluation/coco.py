@@ -248,7 +248,8 @@ class COCOEvaluator:
             self._check(records[0], records[1], records[2], records[3], start, "prediction for image")
             self._dets.add(*records)
             if self._bbox_area_from_box is None and len(records[2]):
-                self._bbox_area_from_box = self.iou_type == "bbox"
+                # Our result records carry a bbox, so loadRes would take the box area, segm too.
+                self._bbox_area_from_box = True
             return
         records = list(predictions)
         columns = _records_to_columns(records, self.iou_type)

@@ -205,3 +205,29 @@ def test_ground_truth_from_a_pycocotools_coco_object():
     assert_identical(evaluator.compute(), pycocotools_eval(gt, results, "bbox"))
     with pytest.raises(TypeError, match="gt must be a COCO JSON path, a dict or a pycocotools COCO"):
         COCOEvaluator(42)
+
+
+def test_segm_prediction_dicts_with_masks_equal_records():
+    gt, results = synthetic_coco(num_images=6, seed=11, with_masks=True)
+    cat_ids = sorted(c["id"] for c in gt["categories"])
+    predictions, reordered = {}, []
+    for img in gt["images"]:
+        rows = [r for r in results if r["image_id"] == img["id"]]
+        reordered.extend(rows)
+        masks = [mask_utils.decode({**r["segmentation"], "counts": r["segmentation"]["counts"].encode()})
+                 for r in rows]
+        xywh = torch.tensor([r["bbox"] for r in rows], dtype=torch.float64).reshape(-1, 4)
+        predictions[img["id"]] = {
+            "boxes": torch.cat([xywh[:, :2], xywh[:, :2] + xywh[:, 2:]], 1),
+            "scores": torch.tensor([r["score"] for r in rows], dtype=torch.float64),
+            "labels": torch.tensor([cat_ids.index(r["category_id"]) + 1 for r in rows], dtype=torch.int64),
+            # soft masks [N, 1, H, W] as a model returns them; > 0.5 is the object
+            "masks": torch.from_numpy(np.stack(masks)).float()[:, None] * 0.9 if masks
+            else torch.zeros(0, 1, img["height"], img["width"]),
+        }
+    evaluator = COCOEvaluator(gt, iou_type="segm")
+    evaluator.update(predictions)
+    E = pycocotools_eval(gt, reordered, "segm")
+    stats = np.array([evaluator.compute().stats[n] for n in STAT_NAMES])
+    assert np.abs(stats - E.stats).max() <= 1e-9
+    assert all("counts" in r["segmentation"] for r in evaluator.results())

@@ -1,0 +1,126 @@
+"""Model-side input handling: check, normalise, resize and batch images;
+map detections back to the original image sizes. Numerically the same as
+torchvision's GeneralizedRCNNTransform, so torchvision checkpoints give the
+same outputs."""
+from __future__ import annotations
+
+import math
+from typing import Optional, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torchvision.models.detection.image_list import ImageList
+
+Target = dict[str, Tensor]
+
+
+def check_images(images: Sequence[Tensor]) -> None:
+    """Images: a list of float Tensor[3, H, W] in [0, 1], finite."""
+    if isinstance(images, Tensor) and images.dim() == 4:
+        images = list(images)
+    if not isinstance(images, (list, tuple)) or not images:
+        raise TypeError("images must be a non-empty list of Tensor[3, H, W]")
+    for i, image in enumerate(images):
+        if not isinstance(image, Tensor) or image.dim() != 3:
+            raise ValueError(f"images[{i}] must be a Tensor[3, H, W], got {getattr(image, 'shape', type(image))}")
+        if image.shape[0] != 3:
+            raise ValueError(f"images[{i}] has {image.shape[0]} channels; detkit models take RGB Tensor[3, H, W] "
+                             "(convert grayscale with image.expand(3, -1, -1), drop alpha with image[:3])")
+        if not image.is_floating_point():
+            raise TypeError(f"images[{i}] must be float in [0, 1], got {image.dtype}")
+        if not bool(torch.isfinite(image).all()):
+            raise ValueError(f"images[{i}] contains NaN or inf")
+
+
+def check_targets(targets: Sequence[Target], num_images: int, num_classes: int) -> None:
+    """Targets: one dict per image with boxes Tensor[N, 4] (x2 > x1, y2 > y1)
+    and int64 labels in 1..num_classes-1."""
+    if targets is None or len(targets) != num_images:
+        raise ValueError(f"training needs one target per image: got {0 if targets is None else len(targets)} "
+                         f"targets for {num_images} images")
+    for i, target in enumerate(targets):
+        boxes, labels = target.get("boxes"), target.get("labels")
+        if not isinstance(boxes, Tensor) or boxes.dim() != 2 or boxes.shape[-1] != 4:
+            raise ValueError(f"targets[{i}]['boxes'] must be a Tensor[N, 4], got {getattr(boxes, 'shape', boxes)}")
+        if not isinstance(labels, Tensor) or labels.shape != (boxes.shape[0],):
+            raise ValueError(f"targets[{i}]['labels'] must be a Tensor[{boxes.shape[0]}]")
+        if boxes.numel() and not bool(torch.isfinite(boxes).all()):
+            raise ValueError(f"targets[{i}]['boxes'] contains NaN or inf")
+        degenerate = (boxes[:, 2:] <= boxes[:, :2]).any(1)
+        if bool(degenerate.any()):
+            j = int(degenerate.nonzero()[0, 0])
+            raise ValueError(f"targets[{i}]['boxes'][{j}] = {boxes[j].tolist()} has no width or height")
+        if labels.numel() and (int(labels.min()) < 1 or int(labels.max()) >= num_classes):
+            raise ValueError(f"targets[{i}]['labels'] must be in 1..{num_classes - 1} (0 is background), got "
+                             f"{labels.tolist()}")
+
+
+class DetectionTransform(nn.Module):
+    """Normalises, resizes (bilinear) and batches images; scales target boxes.
+
+    Args:
+        min_size, max_size: shorter side target and cap on the longer side.
+        image_mean, image_std: per channel, in the units of the [0, 1] input.
+        size_divisible: batch padding multiple.
+        fixed_size: (width, height) to resize every image to (SSD).
+    """
+
+    def __init__(self, min_size: int, max_size: int, image_mean: Sequence[float], image_std: Sequence[float],
+                 size_divisible: int = 32, fixed_size: Optional[tuple[int, int]] = None):
+        super().__init__()
+        self.min_size, self.max_size = min_size, max_size
+        self.image_mean, self.image_std = list(image_mean), list(image_std)
+        self.size_divisible, self.fixed_size = size_divisible, fixed_size
+
+    def forward(self, images: list[Tensor], targets: Optional[list[Target]] = None):
+        targets = [dict(t) for t in targets] if targets is not None else None
+        resized = []
+        for i, image in enumerate(images):
+            image = self.normalize(image)
+            h, w = image.shape[-2:]
+            image = self.resize(image)
+            if targets is not None:
+                targets[i]["boxes"] = resize_boxes(targets[i]["boxes"], (h, w), image.shape[-2:])
+            resized.append(image)
+        sizes = [(int(img.shape[-2]), int(img.shape[-1])) for img in resized]
+        return ImageList(self.batch(resized), sizes), targets
+
+    def normalize(self, image: Tensor) -> Tensor:
+        mean = torch.as_tensor(self.image_mean, dtype=image.dtype, device=image.device)
+        std = torch.as_tensor(self.image_std, dtype=image.dtype, device=image.device)
+        return (image - mean[:, None, None]) / std[:, None, None]
+
+    def resize(self, image: Tensor) -> Tensor:
+        if self.fixed_size is not None:
+            size, scale = [self.fixed_size[1], self.fixed_size[0]], None
+        else:
+            h, w = image.shape[-2:]
+            size, scale = None, min(self.min_size / min(h, w), self.max_size / max(h, w))
+        return F.interpolate(image[None], size=size, scale_factor=scale, mode="bilinear",
+                             recompute_scale_factor=True if scale is not None else None, align_corners=False)[0]
+
+    def batch(self, images: list[Tensor]) -> Tensor:
+        c = images[0].shape[0]
+        h = max(img.shape[1] for img in images)
+        w = max(img.shape[2] for img in images)
+        stride = float(self.size_divisible)
+        h, w = int(math.ceil(h / stride) * stride), int(math.ceil(w / stride) * stride)
+        batched = images[0].new_full((len(images), c, h, w), 0)
+        for i, img in enumerate(images):
+            batched[i, :, : img.shape[1], : img.shape[2]].copy_(img)
+        return batched
+
+    def postprocess(self, detections: list[Target], image_sizes, original_sizes) -> list[Target]:
+        for det, size, original in zip(detections, image_sizes, original_sizes):
+            det["boxes"] = resize_boxes(det["boxes"], size, original)
+        return detections
+
+
+def resize_boxes(boxes: Tensor, original_size, new_size) -> Tensor:
+    """Scales xyxy boxes from original_size (h, w) to new_size (h, w), in float32 ratios as torchvision."""
+    ratio_h, ratio_w = (torch.tensor(s, dtype=torch.float32, device=boxes.device) /
+                        torch.tensor(o, dtype=torch.float32, device=boxes.device)
+                        for s, o in zip(new_size, original_size))
+    x1, y1, x2, y2 = boxes.unbind(1)
+    return torch.stack((x1 * ratio_w, y1 * ratio_h, x2 * ratio_w, y2 * ratio_h), dim=1)

@@ -1,0 +1,141 @@
+"""The model zoo: names -> builders, and loading torchvision checkpoints.
+
+    model = detkit.models.build("ssd300_vgg16", num_classes=21)
+    detkit.models.load_torchvision(model, "ssd300_vgg16_coco.pth")
+"""
+from __future__ import annotations
+
+import os
+from typing import Any, Callable, Optional, Union
+
+import torch
+from torch import nn
+
+from . import ops
+from .modeling.backbones import GoogLeNet, ResNet, SSDVGG16
+from .modeling.ssd import SSD
+from .modeling.ssd_neck import SSDNeck
+
+_REGISTRY: dict[str, Callable[..., nn.Module]] = {}
+
+SSD300_RATIOS = [[2], [2, 3], [2, 3], [2, 3], [2], [2]]
+SSD300_SCALES = [0.07, 0.15, 0.33, 0.51, 0.69, 0.87, 1.05]
+# torchvision's SSD300 input scaling: the Caffe VGG mean, in [0, 1] input units, and no std.
+VGG_MEAN, VGG_STD = (0.48235, 0.45882, 0.40784), (1.0 / 255.0, 1.0 / 255.0, 1.0 / 255.0)
+
+
+def register(name: str):
+    def wrap(builder):
+        _REGISTRY[name] = builder
+        return builder
+    return wrap
+
+
+def list_models() -> list[str]:
+    return sorted(_REGISTRY)
+
+
+def build(name: str, num_classes: int = 91, **overrides: Any) -> nn.Module:
+    """Builds a registered model. Overrides go to the builder (width, size,
+    backbone_weights, trainable_backbone_layers) or to the detector (score_thresh, ...)."""
+    if name not in _REGISTRY:
+        raise ValueError(f"unknown model {name!r}; available: {', '.join(list_models())}")
+    return _REGISTRY[name](num_classes=num_classes, **overrides)
+
+
+def _load_file(path: Union[str, os.PathLike], what: str) -> dict:
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"{what} not found: {path}")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - truncated zip, pickle with code, ...
+        raise ValueError(f"{path}: not a readable checkpoint ({type(exc).__name__}: {exc})") from None
+    if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
+        state = state["model"]
+    if not isinstance(state, dict):
+        raise ValueError(f"{path}: expected a state_dict, got {type(state).__name__}")
+    return state
+
+
+def load_torchvision(model: nn.Module, path: Union[str, os.PathLike]) -> nn.Module:
+    """Loads a state_dict saved from the torchvision model of the same name,
+    strictly; a mismatch names the file and the keys."""
+    state = _load_file(path, "checkpoint")
+    own = model.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    wrong_shape = [f"{k} {tuple(state[k].shape)} vs {tuple(v.shape)}" for k, v in own.items()
+                   if k in state and state[k].shape != v.shape]
+    if missing or unexpected or wrong_shape:
+        raise ValueError(f"{os.fspath(path)} does not match {type(model).__name__}: missing {missing[:4]}, "
+                         f"unexpected {unexpected[:4]}, wrong shape {wrong_shape[:2]} (another model or class count?)")
+    model.load_state_dict(state, strict=True)
+    return model
+
+
+def _ssd(backbone: nn.Module, num_classes: int, size: int, steps: Optional[list[int]], ratios=SSD300_RATIOS,
+         scales=SSD300_SCALES, mean=VGG_MEAN, std=VGG_STD, **detector: Any) -> SSD:
+    anchors = ops.DefaultBoxGenerator(ratios, scales=scales, steps=steps)
+    return SSD(backbone, anchors, (size, size), num_classes, image_mean=mean, image_std=std, **detector)
+
+
+def _backbone_weights(backbone: nn.Module, path: Optional[Union[str, os.PathLike]]) -> None:
+    if path is not None:
+        state = _load_file(path, "backbone checkpoint")
+        try:
+            backbone.load_imagenet(state)
+        except (RuntimeError, KeyError) as exc:
+            raise ValueError(f"{os.fspath(path)} does not fit {type(backbone).__name__}: "
+                             f"{str(exc).splitlines()[0]}") from None
+
+
+@register("ssd300_vgg16")
+def ssd300_vgg16(num_classes: int = 91, width: float = 1.0, size: int = 300, backbone_weights=None,
+                 trainable_backbone_layers: int = 5, **detector: Any) -> SSD:
+    """SSD300 on VGG-16, torchvision's ssd300_vgg16 (same names, defaults and
+    outputs); torchvision's published COCO box AP is 25.1."""
+    backbone = SSDVGG16(highres=False, width=width, trainable_layers=trainable_backbone_layers)
+    _backbone_weights(backbone, backbone_weights)
+    return _ssd(backbone, num_classes, size, [8, 16, 32, 64, 100, 300] if size == 300 else None, **detector)
+
+
+@register("ssd512_vgg16")
+def ssd512_vgg16(num_classes: int = 91, width: float = 1.0, size: int = 512, backbone_weights=None,
+                 trainable_backbone_layers: int = 5, **detector: Any) -> SSD:
+    """SSD512 on VGG-16: one more level; default boxes placed by feature-map size."""
+    backbone = SSDVGG16(highres=True, width=width, trainable_layers=trainable_backbone_layers)
+    _backbone_weights(backbone, backbone_weights)
+    ratios = [[2], [2, 3], [2, 3], [2, 3], [2, 3], [2], [2]]
+    scales = [0.04, 0.1, 0.26, 0.42, 0.58, 0.74, 0.9, 1.06]
+    return _ssd(backbone, num_classes, size, None, ratios=ratios, scales=scales, **detector)
+
+
+def _ssd_on(body: nn.Module, num_classes: int, size: int, backbone_weights, **detector: Any) -> SSD:
+    _backbone_weights(body, backbone_weights)
+    imagenet = dict(mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))
+    return _ssd(SSDNeck(body), num_classes, size, None, **imagenet, **detector)
+
+
+for _depth in (18, 34, 50, 101):
+    def _resnet_builder(num_classes: int = 91, width: float = 1.0, size: int = 300, backbone_weights=None,
+                        trainable_backbone_layers: int = 5, frozen_bn: bool = False, _depth=_depth, **detector):
+        body = ResNet(_depth, frozen_bn=frozen_bn, trainable_layers=trainable_backbone_layers, width=width)
+        return _ssd_on(body, num_classes, size, backbone_weights, **detector)
+
+    _resnet_builder.__doc__ = f"SSD300 on ResNet-{_depth} features c3-c5 plus three extra maps."
+    register(f"ssd300_resnet{_depth}")(_resnet_builder)
+
+
+@register("ssd300_googlenet")
+def ssd300_googlenet(num_classes: int = 91, width: float = 1.0, size: int = 300, backbone_weights=None,
+                     trainable_backbone_layers: int = 3, **detector: Any) -> SSD:
+    """SSD300 on GoogLeNet (Inception v1 with BatchNorm) features plus three extra maps."""
+    return _ssd_on(GoogLeNet(width=width, trainable_layers=trainable_backbone_layers), num_classes, size,
+                   backbone_weights, **detector)
+
+
+# Small width-multiplied variants for training from scratch on a CPU.
+register("ssd300_vgg16_small")(lambda num_classes=91, **kw: ssd300_vgg16(num_classes, **{"width": 0.25, **kw}))
+register("ssd300_resnet18_small")(
+    lambda num_classes=91, **kw: _REGISTRY["ssd300_resnet18"](num_classes, **{"width": 0.5, **kw}))

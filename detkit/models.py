@@ -129,7 +129,7 @@ for _depth in (18, 34, 50, 101):
 
 @register("ssd300_googlenet")
 def ssd300_googlenet(num_classes: int = 91, width: float = 1.0, size: int = 300, backbone_weights=None,
-                     trainable_backbone_layers: int = 3, **detector: Any) -> SSD:
+                     trainable_backbone_layers: int = 4, **detector: Any) -> SSD:
     """SSD300 on GoogLeNet (Inception v1 with BatchNorm) features plus three extra maps."""
     return _ssd_on(GoogLeNet(width=width, trainable_layers=trainable_backbone_layers), num_classes, size,
                    backbone_weights, **detector)

@@ -178,3 +178,14 @@ def test_too_small_input_size_is_a_clear_error():
     model = models.build("ssd300_vgg16_small", num_classes=3, size=96).eval()
     with pytest.raises(ValueError, match=r"inputs resized to \(96, 96\) are too small for SSDVGG16"):
         model([torch.rand(3, 96, 96)])
+
+
+def test_googlenet_trainable_stages():
+    from detkit.modeling.backbones import GoogLeNet
+
+    assert all(p.requires_grad for p in GoogLeNet(width=0.25).parameters())  # from scratch: everything trains
+    stages = {n.split(".")[0][:10] for n, p in GoogLeNet(width=0.25, trainable_layers=2).named_parameters()
+              if p.requires_grad}
+    assert stages == {"inception5", "inception4"}
+    with pytest.raises(ValueError, match="trainable_layers must be in 0..4"):
+        GoogLeNet(trainable_layers=5)

@@ -49,9 +49,13 @@ class Inception(nn.Module):
 
 
 class GoogLeNet(nn.Module):
-    """Features "c3" (after inception3b, stride 8), "c4" (4e, 16), "c5" (5b, 32)."""
+    """Features "c3" (after inception3b, stride 8), "c4" (4e, 16), "c5" (5b, 32).
 
-    def __init__(self, width: float = 1.0, trainable_layers: int = 3):
+    trainable_layers: stages left trainable from the last: 0-4 (inception5,
+    inception4, inception3, then the stem convs); 4 trains everything.
+    """
+
+    def __init__(self, width: float = 1.0, trainable_layers: int = 4):
         super().__init__()
         c = lambda v: _c(v, width)  # noqa: E731
         self.conv1 = BasicConv2d(3, c(64), kernel_size=7, stride=2, padding=3)
@@ -74,9 +78,9 @@ class GoogLeNet(nn.Module):
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.trunc_normal_(m.weight, std=0.01, a=-2, b=2)
-        if not 0 <= trainable_layers <= 3:
-            raise ValueError(f"trainable_layers must be in 0..3, got {trainable_layers}")
-        trainable = ("inception5", "inception4", "inception3")[:trainable_layers]
+        if not 0 <= trainable_layers <= 4:
+            raise ValueError(f"trainable_layers must be in 0..4, got {trainable_layers}")
+        trainable = ("inception5", "inception4", "inception3", "conv")[:trainable_layers]
         for name, p in self.named_parameters():
             if not (trainable and name.startswith(trainable)):
                 p.requires_grad_(False)

@@ -131,7 +131,7 @@ def test_box_iou_100k_boxes():
     torch.testing.assert_close(iou[:: 997], B._box_iou_reference(a[:: 997], a[:7]), rtol=0, atol=0)
 
 
-@settings(max_examples=60, deadline=None)
+@settings(deadline=None)
 @given(boxes_strategy(), boxes_strategy())
 def test_box_iou_property_matches_reference(a, b):
     iou = ops.box_iou(a, b)

@@ -75,7 +75,7 @@ def test_nms_100k_boxes():
     assert torch.equal(keep, torchvision.ops.nms(boxes, scores, 0.5))
 
 
-@settings(max_examples=80, deadline=None)
+@settings(deadline=None)
 @given(
     st.integers(0, 300),
     st.integers(1, 30),

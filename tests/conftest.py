@@ -7,7 +7,10 @@ from hypothesis import settings
 # them for a deeper local search.
 settings.register_profile("default", max_examples=80, deadline=None)
 settings.register_profile("ci", max_examples=80, deadline=None, derandomize=True)
-settings.register_profile("deep", max_examples=int(os.environ.get("DETKIT_HYPOTHESIS_EXAMPLES", "0") or 80),
-                          deadline=None)
-settings.load_profile("ci" if os.environ.get("CI") else "deep" if os.environ.get("DETKIT_HYPOTHESIS_EXAMPLES")
-                      else "default")
+if os.environ.get("CI"):
+    settings.load_profile("ci")
+elif os.environ.get("DETKIT_HYPOTHESIS_EXAMPLES"):
+    settings.register_profile("deep", max_examples=int(os.environ["DETKIT_HYPOTHESIS_EXAMPLES"]), deadline=None)
+    settings.load_profile("deep")
+else:
+    settings.load_profile("default")

@@ -15,18 +15,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .init import xavier_init
+
 from .. import ops
 from .transform import DetectionTransform, check_images, check_targets
 
 Target = dict[str, Tensor]
-
-
-def _xavier(modules: nn.Module) -> None:
-    for m in modules.modules():
-        if isinstance(m, nn.Conv2d):
-            nn.init.xavier_uniform_(m.weight)
-            if m.bias is not None:
-                nn.init.constant_(m.bias, 0.0)
 
 
 class ScoringHead(nn.Module):
@@ -38,7 +32,7 @@ class ScoringHead(nn.Module):
         self.module_list = nn.ModuleList(nn.Conv2d(c, columns * a, kernel_size=3, padding=1)
                                          for c, a in zip(in_channels, num_anchors))
         self.num_columns = columns
-        _xavier(self.module_list)
+        xavier_init(self.module_list)
 
     def forward(self, features: list[Tensor]) -> Tensor:
         outputs = []

@@ -7,6 +7,8 @@ from collections import OrderedDict
 
 from torch import Tensor, nn
 
+from .init import xavier_init
+
 
 class SSDNeck(nn.Module):
     """backbone features c3, c4, c5 plus 3 extra maps: OrderedDict "0".."5"."""
@@ -22,10 +24,7 @@ class SSDNeck(nn.Module):
                 nn.Conv2d(out // 2, out, kernel_size=3, stride=2, padding=1), nn.ReLU(inplace=True)))
             prev = out
         self.extra = nn.ModuleList(layers)
-        for m in self.extra.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.xavier_uniform_(m.weight)
-                nn.init.zeros_(m.bias)
+        xavier_init(self.extra)
         self.out_channels = in_ch + list(extra_channels)
 
     def forward(self, x: Tensor) -> "OrderedDict[str, Tensor]":

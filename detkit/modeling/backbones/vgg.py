@@ -10,6 +10,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..init import xavier_init
+
 VGG16_CONFIG = (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M")
 
 
@@ -28,14 +30,6 @@ def vgg16_features(width: float = 1.0) -> nn.Sequential:
             layers += [nn.Conv2d(in_ch, out, kernel_size=3, padding=1), nn.ReLU(inplace=True)]
             in_ch = out
     return nn.Sequential(*layers)
-
-
-def _xavier(modules: nn.Module) -> None:
-    for m in modules.modules():
-        if isinstance(m, nn.Conv2d):
-            nn.init.xavier_uniform_(m.weight)
-            if m.bias is not None:
-                nn.init.constant_(m.bias, 0.0)
 
 
 def _extra(in_ch: int, mid: int, out: int, stride: int, padding: int, kernel: int = 3) -> nn.Sequential:
@@ -72,8 +66,8 @@ class SSDVGG16(nn.Module):
                  _extra(c(256), c(128), c(256), 1, 0), _extra(c(256), c(128), c(256), 1, 0)]
         if highres:
             extra.append(_extra(c(256), c(128), c(256), 1, 0, kernel=4))
-        _xavier(nn.ModuleList(extra))
-        _xavier(fc)
+        xavier_init(nn.ModuleList(extra))
+        xavier_init(fc)
         self.extra = nn.ModuleList([nn.Sequential(*backbone[pools[3]:-1], fc)] + extra)  # conv5 + fc, then extras
         self.out_channels = [c(512), c(1024), c(512), c(256), c(256), c(256)] + ([c(256)] if highres else [])
         self._freeze(pools, trainable_layers)

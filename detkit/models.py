@@ -13,6 +13,10 @@ from torch import nn
 
 from . import ops
 from .modeling.backbones import GoogLeNet, ResNet, SSDVGG16
+from .modeling.fpn import BackboneWithFPN
+from .modeling.rcnn import FasterRCNN
+from .modeling.roi_heads import FastRCNNPredictor, RoIHeads, TwoMLPHead
+from .modeling.rpn import RegionProposalNetwork, RPNHead
 from .modeling.ssd import SSD
 from .modeling.ssd_neck import SSDNeck
 
@@ -139,3 +143,30 @@ def ssd300_googlenet(num_classes: int = 91, width: float = 1.0, size: int = 300,
 register("ssd300_vgg16_small")(lambda num_classes=91, **kw: ssd300_vgg16(num_classes, **{"width": 0.25, **kw}))
 register("ssd300_resnet18_small")(
     lambda num_classes=91, **kw: _REGISTRY["ssd300_resnet18"](num_classes, **{"width": 0.5, **kw}))
+
+
+# --- Faster R-CNN ----------------------------------------------------------------------------------
+
+
+def _faster_rcnn_fpn(body: nn.Module, in_features, num_classes: int, backbone_weights,
+                     min_size: int = 800, max_size: int = 1333, **heads: Any) -> FasterRCNN:
+    from torchvision.ops import MultiScaleRoIAlign
+
+    _backbone_weights(body, backbone_weights)
+    backbone = BackboneWithFPN(body, in_features, 256)
+    anchors = ops.AnchorGenerator(((32,), (64,), (128,), (256,), (512,)), ((0.5, 1.0, 2.0),) * 5)
+    rpn = RegionProposalNetwork(anchors, RPNHead(256, 3))
+    pool = MultiScaleRoIAlign(["0", "1", "2", "3"][: len(in_features)], output_size=7, sampling_ratio=2)
+    roi_heads = RoIHeads(pool, TwoMLPHead(256 * 7 * 7, 1024), FastRCNNPredictor(1024, num_classes), **heads)
+    return FasterRCNN(backbone, rpn, roi_heads, num_classes, min_size=min_size, max_size=max_size)
+
+
+for _depth in (18, 50):
+    def _frcnn_builder(num_classes: int = 91, width: float = 1.0, backbone_weights=None,
+                       trainable_backbone_layers: int = 5, frozen_bn: bool = True, _depth=_depth, **kwargs):
+        body = ResNet(_depth, frozen_bn=frozen_bn, trainable_layers=trainable_backbone_layers, width=width)
+        return _faster_rcnn_fpn(body, ["c2", "c3", "c4", "c5"], num_classes, backbone_weights, **kwargs)
+
+    _frcnn_builder.__doc__ = (f"Faster R-CNN on ResNet-{_depth}-FPN; the ResNet-50 one loads torchvision's "
+                              "fasterrcnn_resnet50_fpn checkpoint (FrozenBatchNorm, as published).")
+    register(f"fasterrcnn_resnet{_depth}_fpn")(_frcnn_builder)

@@ -60,7 +60,10 @@ class DetectionTransform(nn.Module):
     """Normalises, resizes (bilinear) and batches images; scales target boxes.
 
     Args:
-        min_size, max_size: shorter side target and cap on the longer side.
+        min_size, max_size: shorter side target and cap on the longer side; a
+            tuple of min sizes picks one per image in training (multi-scale),
+            the last at inference. The pick uses torch's generator exactly as
+            torchvision does, so seeded training runs match it draw for draw.
         image_mean, image_std: per channel, in the units of the [0, 1] input.
         size_divisible: batch padding multiple.
         fixed_size: (width, height) to resize every image to (SSD).
@@ -69,7 +72,8 @@ class DetectionTransform(nn.Module):
     def __init__(self, min_size: int, max_size: int, image_mean: Sequence[float], image_std: Sequence[float],
                  size_divisible: int = 32, fixed_size: Optional[tuple[int, int]] = None):
         super().__init__()
-        self.min_size, self.max_size = min_size, max_size
+        self.min_size = tuple(min_size) if isinstance(min_size, (list, tuple)) else (min_size,)
+        self.max_size = max_size
         self.image_mean, self.image_std = list(image_mean), list(image_std)
         self.size_divisible, self.fixed_size = size_divisible, fixed_size
 
@@ -91,12 +95,18 @@ class DetectionTransform(nn.Module):
         std = torch.as_tensor(self.image_std, dtype=image.dtype, device=image.device)
         return (image - mean[:, None, None]) / std[:, None, None]
 
+    def _min_size(self) -> int:
+        if not self.training:
+            return self.min_size[-1]
+        return self.min_size[int(torch.empty(1).uniform_(0.0, float(len(self.min_size))).item())]
+
     def resize(self, image: Tensor) -> Tensor:
+        min_size = self._min_size()  # drawn even for a fixed size: the RNG stream stays torchvision's
         if self.fixed_size is not None:
             size, scale = [self.fixed_size[1], self.fixed_size[0]], None
         else:
             h, w = image.shape[-2:]
-            size, scale = None, min(self.min_size / min(h, w), self.max_size / max(h, w))
+            size, scale = None, min(min_size / min(h, w), self.max_size / max(h, w))
         return F.interpolate(image[None], size=size, scale_factor=scale, mode="bilinear",
                              recompute_scale_factor=True if scale is not None else None, align_corners=False)[0]
 

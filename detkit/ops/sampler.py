@@ -20,7 +20,8 @@ _ext.register("BalancedPositiveNegativeSampler", "numba")
 class BalancedPositiveNegativeSampler:
     """Samples up to batch_size_per_image elements per image, at most
     positive_fraction of them positive (label >= 1), the rest negative (0);
-    -1 (ignored) and -2 are never sampled.
+    -1 (ignored) and -2 are never sampled. Labels may be integer matches or
+    float labels (the RPN's 1.0 / 0.0 / -1.0), as in torchvision.
 
     Returns, per image, uint8 masks (Tensor[N]) of the sampled positives and
     negatives.
@@ -35,9 +36,10 @@ class BalancedPositiveNegativeSampler:
     def __call__(self, matched_idxs: Sequence[Tensor]) -> tuple[list[Tensor], list[Tensor]]:
         pos_masks, neg_masks = [], []
         for i, matched in enumerate(matched_idxs):
-            if matched.dtype.is_floating_point or matched.dtype == torch.bool or matched.dim() != 1:
+            if matched.dtype == torch.bool or matched.dim() != 1:
                 raise TypeError(
-                    f"matched_idxs[{i}] must be a 1-D integer tensor, got {matched.dtype} {tuple(matched.shape)}"
+                    f"matched_idxs[{i}] must be a 1-D integer or float tensor, got {matched.dtype} "
+                    f"{tuple(matched.shape)}"
                 )
             pos_mask, neg_mask = self._sample(matched)
             pos_masks.append(pos_mask)

@@ -38,5 +38,16 @@ def test_sampler_rejects_bad_arguments():
         ops.BalancedPositiveNegativeSampler(256, 1.5)
     with pytest.raises(ValueError, match="batch_size_per_image must be a non-negative integer"):
         ops.BalancedPositiveNegativeSampler(-1, 0.5)
-    with pytest.raises(TypeError, match=r"matched_idxs\[0\] must be a 1-D integer tensor"):
-        ops.BalancedPositiveNegativeSampler(8, 0.5)([torch.zeros(4)])
+    with pytest.raises(TypeError, match=r"matched_idxs\[0\] must be a 1-D integer or float tensor"):
+        ops.BalancedPositiveNegativeSampler(8, 0.5)([torch.zeros(4, dtype=torch.bool)])
+    with pytest.raises(TypeError, match=r"matched_idxs\[0\] must be a 1-D integer or float tensor"):
+        ops.BalancedPositiveNegativeSampler(8, 0.5)([torch.zeros(2, 2)])
+
+
+def test_sampler_takes_the_rpn_float_labels_like_torchvision():
+    labels = [torch.randint(-1, 2, (3000,), generator=torch.Generator().manual_seed(5)).float()]
+    torch.manual_seed(9)
+    ours = ops.BalancedPositiveNegativeSampler(256, 0.5)(labels)
+    torch.manual_seed(9)
+    theirs = tv.BalancedPositiveNegativeSampler(256, 0.5)(labels)
+    assert all(torch.equal(a, b) for a, b in zip(ours[0] + ours[1], theirs[0] + theirs[1]))

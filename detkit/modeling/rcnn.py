@@ -1,0 +1,46 @@
+"""Faster R-CNN (Ren et al., 2015): backbone (+FPN) -> RPN -> RoI heads, with
+torchvision's contract and module names."""
+from __future__ import annotations
+
+from typing import Optional
+
+from torch import Tensor, nn
+
+from .transform import DetectionTransform, check_images, check_targets
+
+Target = dict[str, Tensor]
+
+
+class FasterRCNN(nn.Module):
+    """model(images, targets) -> loss dict (train) or detections in original
+    image coordinates (eval).
+
+    Args:
+        backbone: returns an OrderedDict of feature maps (`out_channels` each).
+        rpn: a RegionProposalNetwork. roi_heads: RoIHeads.
+        num_classes: including the background.
+        min_size, max_size, image_mean, image_std: the input transform.
+    """
+
+    def __init__(self, backbone: nn.Module, rpn: nn.Module, roi_heads: nn.Module, num_classes: int,
+                 min_size: int = 800, max_size: int = 1333, image_mean=(0.485, 0.456, 0.406),
+                 image_std=(0.229, 0.224, 0.225)):
+        super().__init__()
+        if num_classes < 2:
+            raise ValueError(f"num_classes counts the background and must be >= 2, got {num_classes}")
+        self.transform = DetectionTransform(min_size, max_size, image_mean, image_std, size_divisible=32)
+        self.backbone, self.rpn, self.roi_heads = backbone, rpn, roi_heads
+        self.num_classes = num_classes
+
+    def forward(self, images: list[Tensor], targets: Optional[list[Target]] = None):
+        check_images(images)
+        if self.training:
+            check_targets(targets, len(images), self.num_classes)
+        original_sizes = [(int(img.shape[-2]), int(img.shape[-1])) for img in images]
+        image_list, targets = self.transform(list(images), targets if self.training else None)
+        features = self.backbone(image_list.tensors)
+        proposals, rpn_losses = self.rpn(image_list, features, targets)
+        detections, head_losses = self.roi_heads(features, proposals, image_list.image_sizes, targets)
+        if self.training:
+            return {**head_losses, **rpn_losses}
+        return self.transform.postprocess(detections, image_list.image_sizes, original_sizes)

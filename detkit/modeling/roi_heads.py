@@ -1,0 +1,118 @@
+"""Fast R-CNN box heads on RoI-aligned proposal features (torchvision's rules
+and names), written as short steps instead of one long forward."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torchvision.ops import MultiScaleRoIAlign
+
+from .. import ops
+
+Target = dict[str, Tensor]
+
+
+class TwoMLPHead(nn.Module):
+    def __init__(self, in_channels: int, representation_size: int = 1024):
+        super().__init__()
+        self.fc6 = nn.Linear(in_channels, representation_size)
+        self.fc7 = nn.Linear(representation_size, representation_size)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.relu(self.fc7(F.relu(self.fc6(x.flatten(1)))))
+
+
+class FastRCNNPredictor(nn.Module):
+    def __init__(self, in_channels: int, num_classes: int):
+        super().__init__()
+        self.cls_score = nn.Linear(in_channels, num_classes)
+        self.bbox_pred = nn.Linear(in_channels, num_classes * 4)
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        x = x.flatten(1)
+        return self.cls_score(x), self.bbox_pred(x)
+
+
+class RoIHeads(nn.Module):
+    """Box classification and regression for the proposals.
+
+    Training: proposals plus the GT boxes are matched (IoU >= fg_iou_thresh
+    foreground, < bg_iou_thresh background), batch_size_per_image sampled at
+    positive_fraction, cross-entropy + smooth-L1 (beta 1/9). Inference: per
+    class boxes above score_thresh, NMS per class, the best detections_per_img.
+    """
+
+    def __init__(self, box_roi_pool: MultiScaleRoIAlign, box_head: nn.Module, box_predictor: nn.Module,
+                 fg_iou_thresh: float = 0.5, bg_iou_thresh: float = 0.5, batch_size_per_image: int = 512,
+                 positive_fraction: float = 0.25, bbox_reg_weights=(10.0, 10.0, 5.0, 5.0), score_thresh: float = 0.05,
+                 nms_thresh: float = 0.5, detections_per_img: int = 100):
+        super().__init__()
+        self.box_roi_pool, self.box_head, self.box_predictor = box_roi_pool, box_head, box_predictor
+        self.matcher = ops.Matcher(fg_iou_thresh, bg_iou_thresh, allow_low_quality_matches=False)
+        self.sampler = ops.BalancedPositiveNegativeSampler(batch_size_per_image, positive_fraction)
+        self.box_coder = ops.BoxCoder(bbox_reg_weights)
+        self.score_thresh, self.nms_thresh, self.detections_per_img = score_thresh, nms_thresh, detections_per_img
+
+    def forward(self, features: dict[str, Tensor], proposals: list[Tensor], image_sizes, targets=None):
+        if self.training:
+            proposals, labels, regression_targets = self.sample_proposals(proposals, targets)
+        box_features = self.box_head(self.box_roi_pool(features, proposals, image_sizes))
+        class_logits, box_regression = self.box_predictor(box_features)
+        if self.training:
+            return [], fastrcnn_loss(class_logits, box_regression, labels, regression_targets)
+        return self.postprocess(class_logits, box_regression, proposals, image_sizes), {}
+
+    def sample_proposals(self, proposals: list[Tensor], targets: list[Target]):
+        """Adds the GT boxes to the proposals, matches and samples them."""
+        proposals = [torch.cat((p, t["boxes"].to(p.dtype))) for p, t in zip(proposals, targets)]
+        labels, matched_boxes, kept = [], [], []
+        for image_proposals, target in zip(proposals, targets):
+            gt_boxes, gt_labels = target["boxes"], target["labels"]
+            if gt_boxes.numel() == 0:
+                idx = torch.zeros(len(image_proposals), dtype=torch.int64, device=image_proposals.device)
+                image_labels = torch.zeros(len(image_proposals), dtype=torch.int64, device=image_proposals.device)
+                gt_boxes = torch.zeros((1, 4), dtype=image_proposals.dtype, device=image_proposals.device)
+            else:
+                matches = self.matcher(ops.box_iou(gt_boxes, image_proposals))
+                idx = matches.clamp(min=0)
+                image_labels = gt_labels[idx].to(torch.int64)
+                image_labels[matches == ops.Matcher.BELOW_LOW_THRESHOLD] = 0
+                image_labels[matches == ops.Matcher.BETWEEN_THRESHOLDS] = -1
+            labels.append(image_labels)
+            matched_boxes.append(gt_boxes[idx])
+        pos, neg = self.sampler(labels)
+        sampled = [torch.where(p | n)[0] for p, n in zip(pos, neg)]
+        proposals = [p[s] for p, s in zip(proposals, sampled)]
+        labels = [l[s] for l, s in zip(labels, sampled)]
+        matched_boxes = [m[s] for m, s in zip(matched_boxes, sampled)]
+        return proposals, labels, self.box_coder.encode(matched_boxes, proposals)
+
+    def postprocess(self, class_logits: Tensor, box_regression: Tensor, proposals: list[Tensor], image_sizes):
+        counts = [len(p) for p in proposals]
+        boxes_all = self.box_coder.decode(box_regression, proposals).split(counts, 0)
+        scores_all = F.softmax(class_logits, -1).split(counts, 0)
+        detections = []
+        for boxes, scores, size in zip(boxes_all, scores_all, image_sizes):
+            num_classes = scores.shape[-1]
+            boxes = ops.clip_boxes_to_image(boxes, size)[:, 1:].reshape(-1, 4)
+            labels = torch.arange(num_classes, device=scores.device).view(1, -1).expand_as(scores)[:, 1:].reshape(-1)
+            scores = scores[:, 1:].reshape(-1)
+            keep = torch.where(scores > self.score_thresh)[0]
+            boxes, scores, labels = boxes[keep], scores[keep], labels[keep]
+            keep = ops.remove_small_boxes(boxes, 1e-2)
+            boxes, scores, labels = boxes[keep], scores[keep], labels[keep]
+            keep = ops.batched_nms(boxes, scores, labels, self.nms_thresh)[: self.detections_per_img]
+            detections.append({"boxes": boxes[keep], "scores": scores[keep], "labels": labels[keep]})
+        return detections
+
+
+def fastrcnn_loss(class_logits: Tensor, box_regression: Tensor, labels: list[Tensor],
+                  regression_targets) -> dict[str, Tensor]:
+    labels = torch.cat(labels, 0)
+    targets = torch.cat(list(regression_targets), 0)
+    classification = F.cross_entropy(class_logits, labels)
+    positive = torch.where(labels > 0)[0]
+    per_class = box_regression.reshape(len(labels), box_regression.size(-1) // 4, 4)
+    box_loss = F.smooth_l1_loss(per_class[positive, labels[positive]], targets[positive], beta=1 / 9,
+                                reduction="sum") / labels.numel()
+    return {"loss_classifier": classification, "loss_box_reg": box_loss}

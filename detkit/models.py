@@ -15,7 +15,7 @@ from . import ops
 from .modeling.backbones import GoogLeNet, ResNet, SSDVGG16
 from .modeling.fpn import BackboneWithFPN
 from .modeling.rcnn import FasterRCNN
-from .modeling.roi_heads import FastRCNNPredictor, RoIHeads, TwoMLPHead
+from .modeling.roi_heads import FastRCNNPredictor, MaskRCNNHeads, MaskRCNNPredictor, RoIHeads, TwoMLPHead
 from .modeling.rpn import RegionProposalNetwork, RPNHead
 from .modeling.ssd import SSD
 from .modeling.ssd_neck import SSDNeck
@@ -148,15 +148,19 @@ register("ssd300_resnet18_small")(
 # --- Faster R-CNN ----------------------------------------------------------------------------------
 
 
-def _faster_rcnn_fpn(body: nn.Module, in_features, num_classes: int, backbone_weights,
-                     min_size: int = 800, max_size: int = 1333, **heads: Any) -> FasterRCNN:
+def _faster_rcnn_fpn(body: nn.Module, in_features, num_classes: int, backbone_weights, masks: bool = False,
+                     min_size=800, max_size: int = 1333, **heads: Any) -> FasterRCNN:
     from torchvision.ops import MultiScaleRoIAlign
 
     _backbone_weights(body, backbone_weights)
     backbone = BackboneWithFPN(body, in_features, 256)
     anchors = ops.AnchorGenerator(((32,), (64,), (128,), (256,), (512,)), ((0.5, 1.0, 2.0),) * 5)
     rpn = RegionProposalNetwork(anchors, RPNHead(256, 3))
-    pool = MultiScaleRoIAlign(["0", "1", "2", "3"][: len(in_features)], output_size=7, sampling_ratio=2)
+    levels = ["0", "1", "2", "3"][: len(in_features)]
+    pool = MultiScaleRoIAlign(levels, output_size=7, sampling_ratio=2)
+    if masks:
+        heads.update(mask_roi_pool=MultiScaleRoIAlign(levels, output_size=14, sampling_ratio=2),
+                     mask_head=MaskRCNNHeads(256), mask_predictor=MaskRCNNPredictor(256, 256, num_classes))
     roi_heads = RoIHeads(pool, TwoMLPHead(256 * 7 * 7, 1024), FastRCNNPredictor(1024, num_classes), **heads)
     return FasterRCNN(backbone, rpn, roi_heads, num_classes, min_size=min_size, max_size=max_size)
 
@@ -170,3 +174,9 @@ for _depth in (18, 50):
     _frcnn_builder.__doc__ = (f"Faster R-CNN on ResNet-{_depth}-FPN; the ResNet-50 one loads torchvision's "
                               "fasterrcnn_resnet50_fpn checkpoint (FrozenBatchNorm, as published).")
     register(f"fasterrcnn_resnet{_depth}_fpn")(_frcnn_builder)
+
+    def _mrcnn_builder(num_classes: int = 91, _depth=_depth, **kwargs):
+        return _REGISTRY[f"fasterrcnn_resnet{_depth}_fpn"](num_classes, masks=True, **kwargs)
+
+    _mrcnn_builder.__doc__ = f"Mask R-CNN on ResNet-{_depth}-FPN (torchvision's maskrcnn_resnet50_fpn layout)."
+    register(f"maskrcnn_resnet{_depth}_fpn")(_mrcnn_builder)

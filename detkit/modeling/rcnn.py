@@ -1,11 +1,13 @@
-"""Faster R-CNN (Ren et al., 2015): backbone (+FPN) -> RPN -> RoI heads, with
-torchvision's contract and module names."""
+"""Faster R-CNN (Ren et al., 2015) and Mask R-CNN (He et al., 2017):
+backbone (+FPN) -> RPN -> RoI heads (+ masks), with torchvision's contract
+and module names."""
 from __future__ import annotations
 
 from typing import Optional
 
 from torch import Tensor, nn
 
+from .roi_heads import paste_masks
 from .transform import DetectionTransform, check_images, check_targets
 
 Target = dict[str, Tensor]
@@ -35,7 +37,8 @@ class FasterRCNN(nn.Module):
     def forward(self, images: list[Tensor], targets: Optional[list[Target]] = None):
         check_images(images)
         if self.training:
-            check_targets(targets, len(images), self.num_classes)
+            check_targets(targets, len(images), self.num_classes, masks=self.roi_heads.mask_head is not None,
+                          images=images)
         original_sizes = [(int(img.shape[-2]), int(img.shape[-1])) for img in images]
         image_list, targets = self.transform(list(images), targets if self.training else None)
         features = self.backbone(image_list.tensors)
@@ -43,4 +46,6 @@ class FasterRCNN(nn.Module):
         detections, head_losses = self.roi_heads(features, proposals, image_list.image_sizes, targets)
         if self.training:
             return {**head_losses, **rpn_losses}
-        return self.transform.postprocess(detections, image_list.image_sizes, original_sizes)
+        detections = self.transform.postprocess(detections, image_list.image_sizes, original_sizes)
+        paste_masks(detections, original_sizes)
+        return detections

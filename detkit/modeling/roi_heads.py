@@ -5,9 +5,11 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torchvision.ops import MultiScaleRoIAlign
+from torchvision.models.detection.roi_heads import paste_masks_in_image
+from torchvision.ops import MultiScaleRoIAlign, roi_align
 
 from .. import ops
+from .rpn import encode_matched
 
 Target = dict[str, Tensor]
 
@@ -33,6 +35,34 @@ class FastRCNNPredictor(nn.Module):
         return self.cls_score(x), self.bbox_pred(x)
 
 
+class MaskRCNNHeads(nn.Sequential):
+    """Four 3x3 conv + ReLU layers on 14x14 RoI features (names as torchvision's)."""
+
+    def __init__(self, in_channels: int = 256, layers=(256, 256, 256, 256)):
+        blocks, prev = [], in_channels
+        for width in layers:
+            blocks.append(nn.Sequential(nn.Conv2d(prev, width, 3, padding=1), nn.ReLU(inplace=True)))
+            prev = width
+        super().__init__(*blocks)
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+                nn.init.zeros_(m.bias)
+
+
+class MaskRCNNPredictor(nn.Sequential):
+    """2x deconvolution then per-class 28x28 mask logits."""
+
+    def __init__(self, in_channels: int, dim_reduced: int, num_classes: int):
+        super().__init__()
+        self.conv5_mask = nn.ConvTranspose2d(in_channels, dim_reduced, 2, 2, 0)
+        self.relu = nn.ReLU(inplace=True)
+        self.mask_fcn_logits = nn.Conv2d(dim_reduced, num_classes, 1, 1, 0)
+        for name, param in self.named_parameters():
+            if "weight" in name:
+                nn.init.kaiming_normal_(param, mode="fan_out", nonlinearity="relu")
+
+
 class RoIHeads(nn.Module):
     """Box classification and regression for the proposals.
 
@@ -40,14 +70,19 @@ class RoIHeads(nn.Module):
     foreground, < bg_iou_thresh background), batch_size_per_image sampled at
     positive_fraction, cross-entropy + smooth-L1 (beta 1/9). Inference: per
     class boxes above score_thresh, NMS per class, the best detections_per_img.
+    With mask_roi_pool/mask_head/mask_predictor, also per-detection masks
+    (Mask R-CNN): binary cross-entropy on the positives' GT masks RoI-aligned
+    to 28x28; at inference the mask of the detected class.
     """
 
     def __init__(self, box_roi_pool: MultiScaleRoIAlign, box_head: nn.Module, box_predictor: nn.Module,
                  fg_iou_thresh: float = 0.5, bg_iou_thresh: float = 0.5, batch_size_per_image: int = 512,
                  positive_fraction: float = 0.25, bbox_reg_weights=(10.0, 10.0, 5.0, 5.0), score_thresh: float = 0.05,
-                 nms_thresh: float = 0.5, detections_per_img: int = 100):
+                 nms_thresh: float = 0.5, detections_per_img: int = 100, mask_roi_pool=None, mask_head=None,
+                 mask_predictor=None):
         super().__init__()
         self.box_roi_pool, self.box_head, self.box_predictor = box_roi_pool, box_head, box_predictor
+        self.mask_roi_pool, self.mask_head, self.mask_predictor = mask_roi_pool, mask_head, mask_predictor
         self.matcher = ops.Matcher(fg_iou_thresh, bg_iou_thresh, allow_low_quality_matches=False)
         self.sampler = ops.BalancedPositiveNegativeSampler(batch_size_per_image, positive_fraction)
         self.box_coder = ops.BoxCoder(bbox_reg_weights)
@@ -55,17 +90,47 @@ class RoIHeads(nn.Module):
 
     def forward(self, features: dict[str, Tensor], proposals: list[Tensor], image_sizes, targets=None):
         if self.training:
-            proposals, labels, regression_targets = self.sample_proposals(proposals, targets)
+            proposals, labels, regression_targets, matched = self.sample_proposals(proposals, targets)
         box_features = self.box_head(self.box_roi_pool(features, proposals, image_sizes))
         class_logits, box_regression = self.box_predictor(box_features)
         if self.training:
-            return [], fastrcnn_loss(class_logits, box_regression, labels, regression_targets)
-        return self.postprocess(class_logits, box_regression, proposals, image_sizes), {}
+            losses = fastrcnn_loss(class_logits, box_regression, labels, regression_targets)
+            if self.mask_head is not None:
+                losses["loss_mask"] = self.mask_loss(features, proposals, labels, matched, targets, image_sizes)
+            return [], losses
+        detections = self.postprocess(class_logits, box_regression, proposals, image_sizes)
+        if self.mask_head is not None:
+            self.add_masks(features, detections, image_sizes)
+        return detections, {}
+
+    def _mask_logits(self, features, boxes: list[Tensor], image_sizes) -> Tensor:
+        return self.mask_predictor(self.mask_head(self.mask_roi_pool(features, boxes, image_sizes)))
+
+    def mask_loss(self, features, proposals, labels, matched, targets, image_sizes) -> Tensor:
+        positive = [torch.where(l > 0)[0] for l in labels]
+        boxes = [p[i] for p, i in zip(proposals, positive)]
+        gt_index = [m[i] for m, i in zip(matched, positive)]
+        logits = self._mask_logits(features, boxes, image_sizes)
+        size = logits.shape[-1]
+        mask_labels = torch.cat([t["labels"][i] for t, i in zip(targets, gt_index)])
+        mask_targets = torch.cat([_project_masks(t["masks"], b, i, size) for t, b, i in zip(targets, boxes, gt_index)])
+        if mask_targets.numel() == 0:
+            return logits.sum() * 0
+        chosen = logits[torch.arange(len(mask_labels), device=mask_labels.device), mask_labels]
+        return F.binary_cross_entropy_with_logits(chosen, mask_targets)
+
+    def add_masks(self, features, detections: list[Target], image_sizes) -> None:
+        boxes = [d["boxes"] for d in detections]
+        probs = self._mask_logits(features, boxes, image_sizes).sigmoid()
+        labels = torch.cat([d["labels"] for d in detections])
+        probs = probs[torch.arange(len(labels), device=labels.device), labels][:, None]
+        for det, mask in zip(detections, probs.split([len(b) for b in boxes])):
+            det["masks"] = mask
 
     def sample_proposals(self, proposals: list[Tensor], targets: list[Target]):
         """Adds the GT boxes to the proposals, matches and samples them."""
         proposals = [torch.cat((p, t["boxes"].to(p.dtype))) for p, t in zip(proposals, targets)]
-        labels, matched_boxes, kept = [], [], []
+        labels, matched_boxes, matched_index = [], [], []
         for image_proposals, target in zip(proposals, targets):
             gt_boxes, gt_labels = target["boxes"], target["labels"]
             if gt_boxes.numel() == 0:
@@ -80,12 +145,16 @@ class RoIHeads(nn.Module):
                 image_labels[matches == ops.Matcher.BETWEEN_THRESHOLDS] = -1
             labels.append(image_labels)
             matched_boxes.append(gt_boxes[idx])
+            matched_index.append(idx)
         pos, neg = self.sampler(labels)
         sampled = [torch.where(p | n)[0] for p, n in zip(pos, neg)]
         proposals = [p[s] for p, s in zip(proposals, sampled)]
         labels = [l[s] for l, s in zip(labels, sampled)]
         matched_boxes = [m[s] for m, s in zip(matched_boxes, sampled)]
-        return proposals, labels, self.box_coder.encode(matched_boxes, proposals)
+        matched_index = [m[s] for m, s in zip(matched_index, sampled)]
+        regression_targets = [encode_matched(self.box_coder, m, p, t["boxes"])
+                              for m, p, t in zip(matched_boxes, proposals, targets)]
+        return proposals, labels, regression_targets, matched_index
 
     def postprocess(self, class_logits: Tensor, box_regression: Tensor, proposals: list[Tensor], image_sizes):
         counts = [len(p) for p in proposals]
@@ -104,6 +173,19 @@ class RoIHeads(nn.Module):
             keep = ops.batched_nms(boxes, scores, labels, self.nms_thresh)[: self.detections_per_img]
             detections.append({"boxes": boxes[keep], "scores": scores[keep], "labels": labels[keep]})
         return detections
+
+
+def _project_masks(gt_masks: Tensor, boxes: Tensor, gt_index: Tensor, size: int) -> Tensor:
+    """The matched GT masks cropped to the boxes and resized to size x size (RoIAlign)."""
+    rois = torch.cat([gt_index.to(boxes)[:, None], boxes], dim=1)
+    return roi_align(gt_masks[:, None].to(rois), rois, (size, size), 1.0)[:, 0]
+
+
+def paste_masks(detections: list[Target], original_sizes) -> None:
+    """28x28 mask probabilities -> [N, 1, H, W] at the original image size."""
+    for det, size in zip(detections, original_sizes):
+        if "masks" in det:
+            det["masks"] = paste_masks_in_image(det["masks"], det["boxes"], size)
 
 
 def fastrcnn_loss(class_logits: Tensor, box_regression: Tensor, labels: list[Tensor],

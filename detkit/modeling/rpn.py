@@ -40,6 +40,14 @@ def flatten_predictions(logits: list[Tensor], deltas: list[Tensor]) -> tuple[Ten
     return torch.cat(flat_logits, 1).flatten(0, -2), torch.cat(flat_deltas, 1).reshape(-1, 4)
 
 
+def encode_matched(coder: ops.BoxCoder, matched: Tensor, references: Tensor, gt_boxes: Tensor) -> Tensor:
+    """Regression targets of references against their matched GT boxes; an
+    image with no GT has only background, whose targets are never used."""
+    if gt_boxes.numel() == 0:
+        return torch.zeros_like(references)
+    return coder.encode_single(matched, references)
+
+
 class RegionProposalNetwork(nn.Module):
     """Proposals: per level the pre_nms_top_n highest objectness anchors,
     decoded, clipped, small ones removed, NMS per level, the post_nms_top_n best.
@@ -68,7 +76,9 @@ class RegionProposalNetwork(nn.Module):
         losses = {}
         if self.training:
             labels, matched_boxes = self.assign_targets(anchors, targets)
-            losses = self.compute_loss(objectness, pred_deltas, labels, self.box_coder.encode(matched_boxes, anchors))
+            regression_targets = [encode_matched(self.box_coder, m, a, t["boxes"])
+                                  for m, a, t in zip(matched_boxes, anchors, targets)]
+            losses = self.compute_loss(objectness, pred_deltas, labels, regression_targets)
         return boxes, losses
 
     def _top_n(self, objectness: Tensor, per_level: list[int]) -> Tensor:

@@ -33,9 +33,11 @@ def check_images(images: Sequence[Tensor]) -> None:
             raise ValueError(f"images[{i}] contains NaN or inf")
 
 
-def check_targets(targets: Sequence[Target], num_images: int, num_classes: int) -> None:
+def check_targets(targets: Sequence[Target], num_images: int, num_classes: int, masks: bool = False,
+                  images: Optional[Sequence[Tensor]] = None) -> None:
     """Targets: one dict per image with boxes Tensor[N, 4] (x2 > x1, y2 > y1)
-    and int64 labels in 1..num_classes-1."""
+    and int64 labels in 1..num_classes-1; with masks, "masks" [N, H, W] of the
+    image's size."""
     if targets is None or len(targets) != num_images:
         raise ValueError(f"training needs one target per image: got {0 if targets is None else len(targets)} "
                          f"targets for {num_images} images")
@@ -54,6 +56,12 @@ def check_targets(targets: Sequence[Target], num_images: int, num_classes: int) 
         if labels.numel() and (int(labels.min()) < 1 or int(labels.max()) >= num_classes):
             raise ValueError(f"targets[{i}]['labels'] must be in 1..{num_classes - 1} (0 is background), got "
                              f"{labels.tolist()}")
+        if masks:
+            m = target.get("masks")
+            expected = (boxes.shape[0], *images[i].shape[-2:])
+            if not isinstance(m, Tensor) or tuple(m.shape) != expected:
+                raise ValueError(f"targets[{i}]['masks'] must be a Tensor{list(expected)} (one mask per box, "
+                                 f"the image's size), got {getattr(m, 'shape', m)}")
 
 
 class DetectionTransform(nn.Module):
@@ -86,6 +94,10 @@ class DetectionTransform(nn.Module):
             image = self.resize(image)
             if targets is not None:
                 targets[i]["boxes"] = resize_boxes(targets[i]["boxes"], (h, w), image.shape[-2:])
+                if "masks" in targets[i]:  # nearest, as torchvision
+                    masks = targets[i]["masks"]
+                    targets[i]["masks"] = F.interpolate(masks[:, None].float(), size=image.shape[-2:])[:, 0].byte() \
+                        if masks.numel() else masks.new_zeros((0, *image.shape[-2:]))
             resized.append(image)
         sizes = [(int(img.shape[-2]), int(img.shape[-1])) for img in resized]
         return ImageList(self.batch(resized), sizes), targets

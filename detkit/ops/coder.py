@@ -117,10 +117,9 @@ class BoxCoder:
         """
         concat = boxes if isinstance(boxes, Tensor) else torch.cat(list(boxes))
         n = concat.shape[0]
-        if n > 0:
-            rel_codes = rel_codes.reshape(n, -1)
+        rel_codes = rel_codes.reshape(n, -1) if n > 0 else rel_codes.reshape(0, rel_codes.shape[-1])
         decoded = self.decode_single(rel_codes, concat)
-        return decoded.reshape(n, -1, 4) if n > 0 else decoded
+        return decoded.reshape(n, decoded.shape[1] // 4, 4)  # [N, K, 4], also for N = 0
 
     def decode_single(self, rel_codes: Tensor, boxes: Tensor) -> Tensor:
         """rel_codes: Tensor[N, 4 * K], boxes: Tensor[N, 4] -> Tensor[N, 4 * K]."""

@@ -59,6 +59,7 @@ def test_coder_empty_and_hostile_input():
     coder = ops.BoxCoder((1.0, 1.0, 1.0, 1.0))
     assert coder.encode_single(torch.zeros(0, 4), torch.zeros(0, 4)).shape == (0, 4)
     assert coder.decode_single(torch.zeros(0, 4), torch.zeros(0, 4)).shape == (0, 4)
+    assert coder.decode(torch.zeros(0, 12), [torch.zeros(0, 4)]).shape == (0, 3, 4)  # [N, K, 4] for N = 0 too
     anchors = positive_boxes(4, 7)
     codes = torch.zeros(4, 4)
     codes[2, 1] = float("nan")

@@ -149,19 +149,25 @@ register("ssd300_resnet18_small")(
 
 
 def _faster_rcnn_fpn(body: nn.Module, in_features, num_classes: int, backbone_weights, masks: bool = False,
-                     min_size=800, max_size: int = 1333, **heads: Any) -> FasterRCNN:
+                     width: float = 1.0, min_size=800, max_size: int = 1333, rpn_pre_nms_top_n=(2000, 1000),
+                     rpn_post_nms_top_n=(2000, 1000), **heads: Any) -> FasterRCNN:
+    """Backbone + FPN + RPN + RoI heads; `width` scales the FPN and head channels
+    too (1.0: torchvision's 256 / 1024 / 256)."""
     from torchvision.ops import MultiScaleRoIAlign
 
     _backbone_weights(body, backbone_weights)
-    backbone = BackboneWithFPN(body, in_features, 256)
+    channels, hidden = max(16, int(256 * width)), max(64, int(1024 * width))
+    backbone = BackboneWithFPN(body, in_features, channels)
     anchors = ops.AnchorGenerator(((32,), (64,), (128,), (256,), (512,)), ((0.5, 1.0, 2.0),) * 5)
-    rpn = RegionProposalNetwork(anchors, RPNHead(256, 3))
+    rpn = RegionProposalNetwork(anchors, RPNHead(channels, 3), pre_nms_top_n=tuple(rpn_pre_nms_top_n),
+                                post_nms_top_n=tuple(rpn_post_nms_top_n))
     levels = ["0", "1", "2", "3"][: len(in_features)]
     pool = MultiScaleRoIAlign(levels, output_size=7, sampling_ratio=2)
     if masks:
         heads.update(mask_roi_pool=MultiScaleRoIAlign(levels, output_size=14, sampling_ratio=2),
-                     mask_head=MaskRCNNHeads(256), mask_predictor=MaskRCNNPredictor(256, 256, num_classes))
-    roi_heads = RoIHeads(pool, TwoMLPHead(256 * 7 * 7, 1024), FastRCNNPredictor(1024, num_classes), **heads)
+                     mask_head=MaskRCNNHeads(channels, (channels,) * 4),
+                     mask_predictor=MaskRCNNPredictor(channels, channels, num_classes))
+    roi_heads = RoIHeads(pool, TwoMLPHead(channels * 7 * 7, hidden), FastRCNNPredictor(hidden, num_classes), **heads)
     return FasterRCNN(backbone, rpn, roi_heads, num_classes, min_size=min_size, max_size=max_size)
 
 
@@ -169,7 +175,7 @@ for _depth in (18, 50):
     def _frcnn_builder(num_classes: int = 91, width: float = 1.0, backbone_weights=None,
                        trainable_backbone_layers: int = 5, frozen_bn: bool = True, _depth=_depth, **kwargs):
         body = ResNet(_depth, frozen_bn=frozen_bn, trainable_layers=trainable_backbone_layers, width=width)
-        return _faster_rcnn_fpn(body, ["c2", "c3", "c4", "c5"], num_classes, backbone_weights, **kwargs)
+        return _faster_rcnn_fpn(body, ["c2", "c3", "c4", "c5"], num_classes, backbone_weights, width=width, **kwargs)
 
     _frcnn_builder.__doc__ = (f"Faster R-CNN on ResNet-{_depth}-FPN; the ResNet-50 one loads torchvision's "
                               "fasterrcnn_resnet50_fpn checkpoint (FrozenBatchNorm, as published).")
@@ -180,3 +186,12 @@ for _depth in (18, 50):
 
     _mrcnn_builder.__doc__ = f"Mask R-CNN on ResNet-{_depth}-FPN (torchvision's maskrcnn_resnet50_fpn layout)."
     register(f"maskrcnn_resnet{_depth}_fpn")(_mrcnn_builder)
+
+
+# Small R-CNNs for training from scratch on a CPU: quarter width, small inputs, fewer proposals and samples.
+_SMALL_RCNN = dict(width=0.25, frozen_bn=False, min_size=256, max_size=256, rpn_pre_nms_top_n=(300, 300),
+                   rpn_post_nms_top_n=(150, 100), batch_size_per_image=128)
+register("fasterrcnn_resnet18_fpn_small")(
+    lambda num_classes=91, **kw: _REGISTRY["fasterrcnn_resnet18_fpn"](num_classes, **{**_SMALL_RCNN, **kw}))
+register("maskrcnn_resnet18_fpn_small")(
+    lambda num_classes=91, **kw: _REGISTRY["maskrcnn_resnet18_fpn"](num_classes, **{**_SMALL_RCNN, **kw}))

@@ -37,3 +37,51 @@ def test_small_ssd_overfits_a_few_shapes_images(tmp_path):
     with torch.no_grad():
         detections = model.eval()(list(images))
     assert recall_at_50(detections, targets) == 1.0
+
+
+def mask_iou(detections, targets) -> float:
+    """Mean mask IoU of each GT object with its best-matching detection (same label, box IoU >= 0.5)."""
+    ious = []
+    for det, target in zip(detections, targets):
+        for box, label, gt_mask in zip(target["boxes"], target["labels"], target["masks"].bool()):
+            same = torch.where(det["labels"] == label)[0]
+            if len(same) == 0:
+                ious.append(0.0)
+                continue
+            best = same[ops.box_iou(box[None], det["boxes"][same])[0].argmax()]
+            mask = det["masks"][best, 0] > 0.5
+            ious.append(float((mask & gt_mask).sum()) / max(1.0, float((mask | gt_mask).sum())))
+    return sum(ious) / len(ious)
+
+
+def train_rcnn(name: str, paths, steps: int):
+    dataset = CocoDetection(paths.image_root, paths.coco_train, transforms=T.ToTensor(), with_masks=True)
+    images, targets = zip(*(dataset[i] for i in range(len(dataset))))
+    targets = [{"boxes": t["boxes"], "labels": t["labels"], "masks": t["masks"]} for t in targets]
+    model = models.build(name, num_classes=len(paths.classes) + 1, min_size=128, max_size=128)
+    optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=2e-3)
+    model.train()
+    history = []
+    for _ in range(steps):
+        loss = sum(model(list(images), targets).values())
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        history.append(float(loss.detach()))
+    with torch.no_grad():
+        detections = model.eval()(list(images))
+    confident = [{k: v[d["scores"] > 0.5] for k, v in d.items()} for d in detections]
+    return history, confident, targets
+
+
+def test_small_faster_and_mask_rcnn_overfit_a_few_shapes_images(tmp_path):
+    torch.manual_seed(0)
+    paths = shapes.generate(tmp_path, num_train=4, num_val=0, image_size=128, seed=0)
+    history, detections, targets = train_rcnn("fasterrcnn_resnet18_fpn_small", paths, steps=60)
+    assert sum(history[-10:]) < sum(history[:10]) / 2, history
+    assert recall_at_50(detections, targets) == 1.0
+    torch.manual_seed(0)
+    history, detections, targets = train_rcnn("maskrcnn_resnet18_fpn_small", paths, steps=70)
+    assert sum(history[-10:]) < sum(history[:10]) / 2, history
+    assert recall_at_50(detections, targets) == 1.0
+    assert mask_iou(detections, targets) > 0.7

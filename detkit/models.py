@@ -12,10 +12,11 @@ import torch
 from torch import nn
 
 from . import ops
-from .modeling.backbones import GoogLeNet, ResNet, SSDVGG16
+from .modeling.backbones import VGG16C5, GoogLeNet, ResNet, SSDVGG16
 from .modeling.fpn import BackboneWithFPN
 from .modeling.rcnn import FasterRCNN
-from .modeling.roi_heads import FastRCNNPredictor, MaskRCNNHeads, MaskRCNNPredictor, RoIHeads, TwoMLPHead
+from .modeling.roi_heads import (FastRCNNPredictor, MaskRCNNHeads, MaskRCNNPredictor, RoIHeads,
+                                 SingleScaleRoIPool, TwoMLPHead)
 from .modeling.rpn import RegionProposalNetwork, RPNHead
 from .modeling.ssd import SSD
 from .modeling.ssd_neck import SSDNeck
@@ -158,7 +159,8 @@ def _faster_rcnn_fpn(body: nn.Module, in_features, num_classes: int, backbone_we
     _backbone_weights(body, backbone_weights)
     channels, hidden = max(16, int(256 * width)), max(64, int(1024 * width))
     backbone = BackboneWithFPN(body, in_features, channels)
-    anchors = ops.AnchorGenerator(((32,), (64,), (128,), (256,), (512,)), ((0.5, 1.0, 2.0),) * 5)
+    sizes = ((32,), (64,), (128,), (256,), (512,))[-(len(in_features) + 1):]  # one per FPN map, "pool" included
+    anchors = ops.AnchorGenerator(sizes, ((0.5, 1.0, 2.0),) * len(sizes))
     rpn = RegionProposalNetwork(anchors, RPNHead(channels, 3), pre_nms_top_n=tuple(rpn_pre_nms_top_n),
                                 post_nms_top_n=tuple(rpn_post_nms_top_n))
     levels = ["0", "1", "2", "3"][: len(in_features)]
@@ -195,3 +197,31 @@ register("fasterrcnn_resnet18_fpn_small")(
     lambda num_classes=91, **kw: _REGISTRY["fasterrcnn_resnet18_fpn"](num_classes, **{**_SMALL_RCNN, **kw}))
 register("maskrcnn_resnet18_fpn_small")(
     lambda num_classes=91, **kw: _REGISTRY["maskrcnn_resnet18_fpn"](num_classes, **{**_SMALL_RCNN, **kw}))
+
+
+@register("fasterrcnn_googlenet_fpn")
+def fasterrcnn_googlenet_fpn(num_classes: int = 91, width: float = 1.0, backbone_weights=None,
+                             trainable_backbone_layers: int = 4, **kwargs: Any) -> FasterRCNN:
+    """Faster R-CNN with an FPN on GoogLeNet's c3-c5 (strides 8-32, plus the pooled level)."""
+    body = GoogLeNet(width=width, trainable_layers=trainable_backbone_layers)
+    return _faster_rcnn_fpn(body, ["c3", "c4", "c5"], num_classes, backbone_weights, width=width, **kwargs)
+
+
+@register("fasterrcnn_vgg16")
+def fasterrcnn_vgg16(num_classes: int = 91, width: float = 1.0, backbone_weights=None,
+                     trainable_backbone_layers: int = 4, roi_pool: str = "align", min_size=600, max_size: int = 1000,
+                     rpn_pre_nms_top_n=(12000, 6000), rpn_post_nms_top_n=(2000, 300), **heads: Any) -> FasterRCNN:
+    """The Faster R-CNN paper's single-scale model: VGG-16 conv5_3 (stride 16),
+    9 anchors per position (128-512, ratios 0.5-2), 7x7 RoI features and two
+    4096-d layers; roi_pool="pool" uses the Fast R-CNN RoIPool layer."""
+    if roi_pool not in ("align", "pool"):
+        raise ValueError(f"roi_pool must be 'align' or 'pool', got {roi_pool!r}")
+    body = VGG16C5(width=width, trainable_layers=trainable_backbone_layers)
+    _backbone_weights(body, backbone_weights)
+    channels, hidden = body.out_channels["c5"], max(64, int(4096 * width))
+    anchors = ops.AnchorGenerator(((128, 256, 512),), ((0.5, 1.0, 2.0),))
+    rpn = RegionProposalNetwork(anchors, RPNHead(channels, 9), pre_nms_top_n=tuple(rpn_pre_nms_top_n),
+                                post_nms_top_n=tuple(rpn_post_nms_top_n))
+    pool = SingleScaleRoIPool("c5", 7, 1 / 16, align=roi_pool == "align")
+    roi_heads = RoIHeads(pool, TwoMLPHead(channels * 7 * 7, hidden), FastRCNNPredictor(hidden, num_classes), **heads)
+    return FasterRCNN(body, rpn, roi_heads, num_classes, min_size=min_size, max_size=max_size)

@@ -6,12 +6,27 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torchvision.models.detection.roi_heads import paste_masks_in_image
-from torchvision.ops import MultiScaleRoIAlign, roi_align
+from torchvision.ops import MultiScaleRoIAlign, roi_align, roi_pool
 
 from .. import ops
 from .rpn import encode_matched
 
 Target = dict[str, Tensor]
+
+
+class SingleScaleRoIPool(nn.Module):
+    """RoIPool (the Fast R-CNN layer, max pooling over quantised bins) or
+    RoIAlign on one feature map, called like MultiScaleRoIAlign."""
+
+    def __init__(self, feature: str, output_size: int, spatial_scale: float, align: bool = False):
+        super().__init__()
+        self.feature, self.output_size, self.spatial_scale, self.align = feature, output_size, spatial_scale, align
+
+    def forward(self, features: dict[str, Tensor], boxes: list[Tensor], image_sizes) -> Tensor:
+        x = features[self.feature]
+        if self.align:
+            return roi_align(x, boxes, self.output_size, self.spatial_scale, sampling_ratio=2)
+        return roi_pool(x, boxes, self.output_size, self.spatial_scale)
 
 
 class TwoMLPHead(nn.Module):

@@ -78,3 +78,40 @@ def test_rcnn_bad_input_and_edge_cases():
         detections = model.eval()(images)
     assert [tuple(d["boxes"].shape) for d in detections] == [(0, 4), (0, 4)]
     assert tuple(detections[0]["masks"].shape) == (0, 1, 240, 320)
+
+
+@pytest.mark.parametrize("name, options", [
+    ("fasterrcnn_resnet18_fpn_small", {}),
+    ("maskrcnn_resnet18_fpn_small", {}),
+    ("fasterrcnn_googlenet_fpn", {"width": 0.25}),
+    ("fasterrcnn_vgg16", {"width": 0.125}),
+    ("fasterrcnn_vgg16", {"width": 0.125, "roi_pool": "pool"}),  # the Fast R-CNN RoIPool layer
+])
+def test_every_rcnn_trains_and_detects(name, options):
+    model = models.build(name, num_classes=4, min_size=160, max_size=200, **options)
+    images = [torch.rand(3, 150, 200), torch.rand(3, 120, 100)]
+    masks = torch.zeros(1, 150, 200, dtype=torch.uint8)
+    masks[0, 10:90, 10:80] = 1
+    targets = [{"boxes": torch.tensor([[10.0, 10, 80, 90]]), "labels": torch.tensor([2]), "masks": masks},
+               {"boxes": torch.tensor([[5.0, 5, 60, 70]]), "labels": torch.tensor([3]),
+                "masks": torch.ones(1, 120, 100, dtype=torch.uint8)}]
+    losses = model.train()(images, targets)
+    expected = {"loss_classifier", "loss_box_reg", "loss_objectness", "loss_rpn_box_reg"}
+    assert set(losses) == expected | ({"loss_mask"} if name.startswith("mask") else set())
+    sum(losses.values()).backward()
+    with torch.no_grad():
+        detections = model.eval()(images)
+    for det, image in zip(detections, images):
+        assert det["boxes"].shape[1] == 4 and len(det["scores"]) == len(det["labels"]) == len(det["boxes"])
+        if len(det["boxes"]):
+            assert det["boxes"][:, 2].max() <= image.shape[2] + 1e-3 and det["labels"].min() >= 1
+        if name.startswith("mask"):
+            assert tuple(det["masks"].shape[1:]) == (1, *image.shape[1:])
+
+
+def test_rcnn_zoo_names_and_options():
+    for required in ("fasterrcnn_resnet50_fpn", "fasterrcnn_resnet18_fpn", "fasterrcnn_googlenet_fpn",
+                     "fasterrcnn_vgg16", "maskrcnn_resnet50_fpn", "maskrcnn_resnet18_fpn"):
+        assert required in models.list_models()
+    with pytest.raises(ValueError, match="roi_pool must be 'align' or 'pool'"):
+        models.build("fasterrcnn_vgg16", roi_pool="max")

@@ -106,3 +106,31 @@ class SSDVGG16(nn.Module):
                 mapped[f"{target}.{kind}"] = state_dict[key]
         missing, unexpected = self.load_state_dict(mapped, strict=False)
         assert not unexpected, unexpected
+
+
+class VGG16C5(nn.Module):
+    """VGG-16 up to conv5_3 (stride 16): the single feature map of the
+    original Faster R-CNN. Returns {"c5": ...}; loads vgg16 ImageNet weights."""
+
+    def __init__(self, width: float = 1.0, trainable_layers: int = 5):
+        super().__init__()
+        self.features = vgg16_features(width)[:-1]  # drop pool5
+        self.out_channels = {"c5": _channels(512, width)}
+        if not 0 <= trainable_layers <= 5:
+            raise ValueError(f"trainable_layers must be in 0..5, got {trainable_layers}")
+        pools = [0] + [i + 1 for i, layer in enumerate(self.features) if isinstance(layer, nn.MaxPool2d)]
+        freeze_before = len(self.features) if trainable_layers == 0 else pools[5 - trainable_layers]
+        for layer in list(self.features)[:freeze_before]:
+            for p in layer.parameters():
+                p.requires_grad_(False)
+
+    def forward(self, x: Tensor) -> "OrderedDict[str, Tensor]":
+        return OrderedDict(c5=self.features(x))
+
+    def load_imagenet(self, state_dict: dict[str, Tensor]) -> None:
+        """Loads torchvision's vgg16 ImageNet `features.*` (conv1_1..conv5_3)."""
+        own = {k: v for k, v in state_dict.items() if k.startswith("features.") and k in self.state_dict()}
+        missing = set(self.state_dict()) - set(own)
+        if missing:
+            raise KeyError(f"vgg16 checkpoint lacks {sorted(missing)[:3]}")
+        self.load_state_dict(own, strict=True)

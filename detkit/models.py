@@ -151,7 +151,7 @@ register("ssd300_resnet18_small")(
 
 def _faster_rcnn_fpn(body: nn.Module, in_features, num_classes: int, backbone_weights, masks: bool = False,
                      width: float = 1.0, min_size=800, max_size: int = 1333, rpn_pre_nms_top_n=(2000, 1000),
-                     rpn_post_nms_top_n=(2000, 1000), **heads: Any) -> FasterRCNN:
+                     rpn_post_nms_top_n=(2000, 1000), channels_last: bool = False, **heads: Any) -> FasterRCNN:
     """Backbone + FPN + RPN + RoI heads; `width` scales the FPN and head channels
     too (1.0: torchvision's 256 / 1024 / 256)."""
     from torchvision.ops import MultiScaleRoIAlign

@@ -18,7 +18,7 @@ from torch import Tensor, nn
 from .init import xavier_init
 
 from .. import ops
-from .transform import DetectionTransform, check_images, check_targets
+from .transform import ChannelsLast, DetectionTransform, check_images, check_targets
 
 Target = dict[str, Tensor]
 
@@ -53,7 +53,7 @@ class SSDHead(nn.Module):
         return {"bbox_regression": self.regression_head(features), "cls_logits": self.classification_head(features)}
 
 
-class SSD(nn.Module):
+class SSD(ChannelsLast, nn.Module):
     """The SSD detector.
 
     Args:
@@ -115,14 +115,8 @@ class SSD(nn.Module):
         detections = self.postprocess_detections(head_outputs, anchors, image_list.image_sizes)
         return self.transform.postprocess(detections, image_list.image_sizes, original_sizes)
 
-    def _layout(self, x: Tensor) -> Tensor:
-        if self.channels_last and x.device.type == "cpu":
-            if not getattr(self, "_weights_channels_last", False):
-                self.backbone.to(memory_format=torch.channels_last)
-                self.head.to(memory_format=torch.channels_last)
-                self._weights_channels_last = True
-            return x.contiguous(memory_format=torch.channels_last)
-        return x
+    def _conv_modules(self) -> list[nn.Module]:
+        return [self.backbone, self.head]
 
     def compute_loss(self, targets: list[Target], head_outputs: dict[str, Tensor], anchors: list[Tensor]):
         """Smooth-L1 over matched anchors plus cross-entropy over the matched

@@ -146,3 +146,24 @@ def resize_boxes(boxes: Tensor, original_size, new_size) -> Tensor:
                         for s, o in zip(new_size, original_size))
     x1, y1, x2, y2 = boxes.unbind(1)
     return torch.stack((x1 * ratio_w, y1 * ratio_h, x2 * ratio_w, y2 * ratio_h), dim=1)
+
+
+class ChannelsLast:
+    """Mixin for detectors: with `channels_last` set, CPU inputs and the
+    modules listed by `_conv_modules()` run in channels-last memory format
+    (oneDNN's faster convolution layout; results change by rounding only).
+    Weights are converted once, on the first call."""
+
+    channels_last: bool = False
+
+    def _conv_modules(self) -> list[nn.Module]:
+        raise NotImplementedError
+
+    def _layout(self, x: Tensor) -> Tensor:
+        if not (self.channels_last and x.device.type == "cpu"):
+            return x
+        if not getattr(self, "_weights_channels_last", False):
+            for module in self._conv_modules():
+                module.to(memory_format=torch.channels_last)
+            self._weights_channels_last = True
+        return x.contiguous(memory_format=torch.channels_last)

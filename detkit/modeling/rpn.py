@@ -6,6 +6,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .. import ops
+from .anchor_maps import flatten_anchor_maps
 
 Target = dict[str, Tensor]
 
@@ -30,14 +31,8 @@ class RPNHead(nn.Module):
 
 
 def flatten_predictions(logits: list[Tensor], deltas: list[Tensor]) -> tuple[Tensor, Tensor]:
-    """Per-level [N, A*C, H, W] maps -> [N * sum(HWA), C] in (y, x, anchor) order."""
-    flat_logits, flat_deltas = [], []
-    for cls, reg in zip(logits, deltas):
-        n, _, h, w = cls.shape
-        a = reg.shape[1] // 4
-        flat_logits.append(cls.view(n, a, -1, h, w).permute(0, 3, 4, 1, 2).reshape(n, -1, cls.shape[1] // a))
-        flat_deltas.append(reg.view(n, a, 4, h, w).permute(0, 3, 4, 1, 2).reshape(n, -1, 4))
-    return torch.cat(flat_logits, 1).flatten(0, -2), torch.cat(flat_deltas, 1).reshape(-1, 4)
+    """Per-level objectness and deltas -> [N * sum(HWA), 1] and [N * sum(HWA), 4]."""
+    return flatten_anchor_maps(logits, 1).flatten(0, -2), flatten_anchor_maps(deltas, 4).reshape(-1, 4)
 
 
 def encode_matched(coder: ops.BoxCoder, matched: Tensor, references: Tensor, gt_boxes: Tensor) -> Tensor:

@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .anchor_maps import flatten_anchor_maps
 from .init import xavier_init
 
 from .. import ops
@@ -35,12 +36,7 @@ class ScoringHead(nn.Module):
         xavier_init(self.module_list)
 
     def forward(self, features: list[Tensor]) -> Tensor:
-        outputs = []
-        for conv, x in zip(self.module_list, features):
-            out = conv(x)
-            n, _, h, w = out.shape
-            outputs.append(out.view(n, -1, self.num_columns, h, w).permute(0, 3, 4, 1, 2).reshape(n, -1, self.num_columns))
-        return torch.cat(outputs, dim=1)
+        return flatten_anchor_maps([conv(x) for conv, x in zip(self.module_list, features)], self.num_columns)
 
 
 class SSDHead(nn.Module):

@@ -8,6 +8,8 @@ from collections import OrderedDict
 import torch
 from torch import Tensor, nn
 
+from .width import scaled_channels
+
 # (in, ch1x1, ch3x3red, ch3x3, ch5x5red, ch5x5, pool_proj) as in the paper / torchvision.
 INCEPTIONS = {
     "inception3a": (192, 64, 96, 128, 16, 32, 32), "inception3b": (256, 128, 128, 192, 32, 96, 64),
@@ -17,9 +19,6 @@ INCEPTIONS = {
     "inception5b": (832, 384, 192, 384, 48, 128, 128),
 }
 
-
-def _c(channels: int, width: float) -> int:
-    return max(8, int(round(channels * width)))
 
 
 class BasicConv2d(nn.Module):
@@ -57,7 +56,7 @@ class GoogLeNet(nn.Module):
 
     def __init__(self, width: float = 1.0, trainable_layers: int = 4):
         super().__init__()
-        c = lambda v: _c(v, width)  # noqa: E731
+        c = lambda v: scaled_channels(v, width)  # noqa: E731
         self.conv1 = BasicConv2d(3, c(64), kernel_size=7, stride=2, padding=3)
         self.maxpool1 = nn.MaxPool2d(3, stride=2, ceil_mode=True)
         self.conv2 = BasicConv2d(c(64), c(64), kernel_size=1)

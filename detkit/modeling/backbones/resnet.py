@@ -8,12 +8,11 @@ from typing import Callable
 from torch import Tensor, nn
 from torchvision.ops import FrozenBatchNorm2d
 
+from .width import scaled_channels
+
 DEPTHS = {18: ("basic", (2, 2, 2, 2)), 34: ("basic", (3, 4, 6, 3)), 50: ("bottleneck", (3, 4, 6, 3)),
           101: ("bottleneck", (3, 4, 23, 3))}
 
-
-def _c(channels: int, width: float) -> int:
-    return max(8, int(round(channels * width)))
 
 
 class BasicBlock(nn.Module):
@@ -73,14 +72,14 @@ class ResNet(nn.Module):
         kind, counts = DEPTHS[depth]
         block = BasicBlock if kind == "basic" else Bottleneck
         norm = FrozenBatchNorm2d if frozen_bn else nn.BatchNorm2d
-        stem = _c(64, width)
+        stem = scaled_channels(64, width)
         self.conv1 = nn.Conv2d(3, stem, 7, 2, 3, bias=False)
         self.bn1 = norm(stem)
         self.relu = nn.ReLU(inplace=True)
         self.maxpool = nn.MaxPool2d(3, 2, 1)
         in_ch, self.out_channels = stem, {}
         for i, (count, ch) in enumerate(zip(counts, (64, 128, 256, 512))):
-            ch, stride = _c(ch, width), 1 if i == 0 else 2
+            ch, stride = scaled_channels(ch, width), 1 if i == 0 else 2
             downsample = None
             if stride != 1 or in_ch != ch * block.expansion:
                 downsample = nn.Sequential(nn.Conv2d(in_ch, ch * block.expansion, 1, stride, bias=False),

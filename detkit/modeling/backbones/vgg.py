@@ -10,13 +10,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .width import scaled_channels
+
 from ..init import xavier_init
 
 VGG16_CONFIG = (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M")
 
-
-def _channels(c: int, width: float) -> int:
-    return max(8, int(round(c * width)))
 
 
 def vgg16_features(width: float = 1.0) -> nn.Sequential:
@@ -26,7 +25,7 @@ def vgg16_features(width: float = 1.0) -> nn.Sequential:
         if v == "M":
             layers.append(nn.MaxPool2d(kernel_size=2, stride=2))
         else:
-            out = _channels(v, width)
+            out = scaled_channels(v, width)
             layers += [nn.Conv2d(in_ch, out, kernel_size=3, padding=1), nn.ReLU(inplace=True)]
             in_ch = out
     return nn.Sequential(*layers)
@@ -52,7 +51,7 @@ class SSDVGG16(nn.Module):
         backbone = vgg16_features(width)
         pools = [i for i, layer in enumerate(backbone) if isinstance(layer, nn.MaxPool2d)]
         backbone[pools[2]].ceil_mode = True  # 75 -> 38 at 300x300
-        c = lambda v: _channels(v, width)  # noqa: E731
+        c = lambda v: scaled_channels(v, width)  # noqa: E731
         self.scale_weight = nn.Parameter(torch.ones(c(512)) * 20)
         self.features = nn.Sequential(*backbone[: pools[3]])  # up to conv4_3 (+ ReLU)
         fc = nn.Sequential(
@@ -115,7 +114,7 @@ class VGG16C5(nn.Module):
     def __init__(self, width: float = 1.0, trainable_layers: int = 5):
         super().__init__()
         self.features = vgg16_features(width)[:-1]  # drop pool5
-        self.out_channels = {"c5": _channels(512, width)}
+        self.out_channels = {"c5": scaled_channels(512, width)}
         if not 0 <= trainable_layers <= 5:
             raise ValueError(f"trainable_layers must be in 0..5, got {trainable_layers}")
         pools = [0] + [i + 1 for i, layer in enumerate(self.features) if isinstance(layer, nn.MaxPool2d)]

@@ -3,4 +3,13 @@ from . import ops
 
 __version__ = "0.1.0"
 
-__all__ = ["ops", "__version__"]
+__all__ = ["detect", "load_model", "ops", "__version__"]
+
+
+def __getattr__(name: str):
+    # detect/load_model pull in the models and data stack; load it on first use only.
+    if name in ("detect", "load_model"):
+        from . import api
+
+        return getattr(api, name)
+    raise AttributeError(f"module 'detkit' has no attribute {name!r}")

@@ -6,7 +6,7 @@ import gc
 import json
 import os
 import tempfile
-from typing import Any, Iterator, Union
+from typing import IO, Any, Iterator, Union
 
 PathLike = Union[str, os.PathLike]
 
@@ -38,18 +38,35 @@ def load_json(path: PathLike, what: str = "file") -> Any:
         raise ValueError(f"{path}: not valid JSON ({exc})") from None
 
 
-def write_json_atomic(path: PathLike, payload: Any) -> None:
-    """json.dump to a temp file in the same folder, then rename: a crash never
-    leaves a half-written file at `path`."""
+@contextlib.contextmanager
+def atomic_write(path: PathLike, mode: str = "w") -> Iterator[IO]:
+    """Opens a temp file beside `path` for writing; on success it is flushed
+    to disk and renamed over `path`, on error removed. A crash never leaves a
+    half-written file at `path`."""
     path = os.fspath(path)
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".json")
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=os.path.splitext(path)[1])
     try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(payload, f)
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the file the mode open() would
+        with os.fdopen(fd, mode) as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.remove(tmp)
         raise
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def write_json_atomic(path: PathLike, payload: Any) -> None:
+    """json.dump to `path` through atomic_write."""
+    with atomic_write(path) as f:
+        json.dump(payload, f)

@@ -56,9 +56,16 @@ def backend() -> dict[str, str]:
 
 def compiled(kernel: str, *tensors: Tensor) -> bool:
     """True when `kernel` is loaded and every tensor can go to it (CPU, no grad)."""
-    if (cpp if kernel == "cpp" else numba_kernels) is None:
+    if (cpp if kernel == "cpp" else numba_kernels) is None or _tracing():
         return False
     return all(t.device.type == "cpu" and not t.requires_grad for t in tensors)
+
+
+def _tracing() -> bool:
+    """Under torch.jit.trace, ONNX export or torch.compile the graph must hold
+    torch ops, so the reference path runs (compiled kernels are opaque calls)."""
+    compiling = getattr(getattr(torch, "compiler", None), "is_compiling", lambda: False)
+    return torch.jit.is_tracing() or torch.onnx.is_in_onnx_export() or compiling()
 
 
 def num_threads() -> int:

@@ -73,6 +73,8 @@ def nms(boxes: Tensor, scores: Tensor, iou_threshold: float) -> Tensor:
     if boxes.shape[0] == 0:
         return torch.empty(0, dtype=torch.int64, device=boxes.device)
     boxes, scores = boxes.detach(), scores.detach()
+    if _ext._tracing():  # one exportable op (ONNX NonMaxSuppression); ties may order differently
+        return torchvision.ops.nms(boxes, scores, iou_threshold)
     if not _ext.compiled("cpp", boxes, scores):
         return _nms_torchvision(boxes, scores, iou_threshold)
     return torch.from_numpy(_ext.cpp.nms(as_numpy(boxes), as_numpy(scores), iou_threshold))
@@ -118,6 +120,8 @@ def batched_nms(boxes: Tensor, scores: Tensor, idxs: Tensor, iou_threshold: floa
     if boxes.shape[0] == 0:
         return torch.empty(0, dtype=torch.int64, device=boxes.device)
     boxes, scores = boxes.detach(), scores.detach()
+    if _ext._tracing():
+        return torchvision.ops.batched_nms(boxes, scores, idxs, iou_threshold)
     if not _ext.compiled("cpp", boxes, scores, idxs):
         return _batched_nms_torchvision(boxes, scores, idxs, iou_threshold)
     keep = _ext.cpp.batched_nms(as_numpy(boxes), as_numpy(scores), as_numpy(idxs.long()), iou_threshold)

@@ -1,0 +1,15 @@
+"""SSD300 on VGG-16, Pascal VOC 2007 trainval -> test (the paper's setting,
+mmdetection's 24 x 10 repeated epochs as 240). Needs the VOCdevkit folder and,
+for the published accuracy, torchvision's ImageNet VGG-16 weights:
+    --set data.root=/data/VOCdevkit model.backbone_weights=/weights/vgg16_features.pth"""
+from detkit.config import Config, DataConfig, EvalConfig, ModelConfig, ScheduleConfig, SolverConfig
+
+config = Config(
+    name="ssd300_vgg16_voc",
+    model=ModelConfig(name="ssd300_vgg16"),
+    data=DataConfig(format="voc", root="datasets/VOCdevkit", year="2007", train_split="trainval", val_split="test",
+                    augment="ssd", size=300, batch_size=32, num_workers=4),
+    solver=SolverConfig(optimizer="sgd", lr=1e-3, momentum=0.9, weight_decay=5e-4),
+    schedule=ScheduleConfig(epochs=240, warmup_iters=500, decay="multistep", milestones=[160, 200]),
+    eval=EvalConfig(period=20, metric="voc", key="mAP"),
+)

@@ -1,0 +1,117 @@
+"""The one-line entry points: `load_model(checkpoint)` and `detect(images, checkpoint)`."""
+from __future__ import annotations
+
+import os
+from typing import Any, Optional, Sequence, Union
+
+import numpy as np
+import torch
+from torch import nn
+
+from .config import Config, ConfigError
+from .data import read_image
+from .engine.build import build_model
+from .engine.checkpoint import CheckpointError, checkpoint_classes, load_checkpoint, load_model_state
+
+ImageInput = Union[str, os.PathLike, np.ndarray, torch.Tensor, Any]  # Any: a PIL image
+
+_CACHE: dict[tuple, nn.Module] = {}  # detect() reloads a checkpoint only when the file changed
+
+
+def load_model(checkpoint: Union[str, os.PathLike], device: Optional[Union[str, torch.device]] = None) -> nn.Module:
+    """The model saved in a detkit checkpoint, in eval mode on `device` (default:
+    CUDA if available, else the CPU). The checkpoint carries its config and
+    class names; `model.classes` holds the names (label l is classes[l - 1])."""
+    path = os.fspath(checkpoint)
+    state = load_checkpoint(path)
+    try:
+        config = Config.from_dict(state["config"], path)
+    except ConfigError as exc:
+        raise CheckpointError(f"{path}: its config is invalid: {exc}") from None
+    classes = checkpoint_classes(state, path)
+    model_config = config.model
+    model_config.weights, model_config.backbone_weights = None, None  # the checkpoint holds every weight
+    model = build_model(model_config, num_classes=len(classes) + 1)
+    load_model_state(model, state["model"], path)
+    model.classes = list(classes)
+    model.config = config
+    device = torch.device(device) if device is not None else _default_device()
+    return model.to(device).eval()
+
+
+def detect(images: Union[ImageInput, Sequence[ImageInput]], checkpoint: Union[str, os.PathLike, nn.Module],
+           score_threshold: float = 0.5, device: Optional[Union[str, torch.device]] = None,
+           bgr: bool = False) -> list[dict[str, Any]]:
+    """Runs a detector on one image or a list of images.
+
+    images: file paths, H x W x 3 uint8 numpy arrays (RGB; BGR as OpenCV reads
+        them with bgr=True), PIL images, or float tensors [3, H, W] in [0, 1].
+    checkpoint: a detkit checkpoint path, or a model from load_model.
+    Returns one dict per image: {"boxes": Tensor[N, 4] (x1, y1, x2, y2) in the
+    image's pixels, "scores": Tensor[N], "labels": Tensor[N] (1..K),
+    "class_names": list[str], and "masks": Tensor[N, 1, H, W] for Mask R-CNN},
+    keeping detections with score >= score_threshold.
+    """
+    if not 0.0 <= score_threshold <= 1.0:
+        raise ValueError(f"score_threshold must be in [0, 1], got {score_threshold}")
+    model = checkpoint if isinstance(checkpoint, nn.Module) else _cached_model(checkpoint, device)
+    classes = getattr(model, "classes", None)
+    if classes is None:
+        raise ValueError("the model has no .classes; load it with detkit.load_model(checkpoint)")
+    single = not isinstance(images, (list, tuple))
+    batch = [images] if single else list(images)
+    model_device = next(model.parameters()).device
+    tensors = [to_tensor(image, bgr, f"images[{n}]").to(model_device) for n, image in enumerate(batch)]
+    model.eval()
+    with torch.no_grad():
+        outputs = model(tensors) if tensors else []
+    return [_keep(output, classes, score_threshold) for output in outputs]
+
+
+def _cached_model(checkpoint, device) -> nn.Module:
+    path = os.path.abspath(os.fspath(checkpoint))
+    stamp = os.stat(path).st_mtime_ns if os.path.exists(path) else None
+    key = (path, stamp, str(device))
+    if key not in _CACHE:
+        _CACHE.clear()
+        _CACHE[key] = load_model(path, device)
+    return _CACHE[key]
+
+
+def to_tensor(image: ImageInput, bgr: bool = False, name: str = "image") -> torch.Tensor:
+    """Tensor[3, H, W] float in [0, 1] from any accepted image kind."""
+    if isinstance(image, (str, os.PathLike)):
+        return _from_array(read_image(image), name)
+    if isinstance(image, torch.Tensor):
+        if image.dim() != 3 or image.shape[0] != 3:
+            raise ValueError(f"{name}: a tensor image must be [3, H, W], got {list(image.shape)}")
+        if not image.is_floating_point():
+            raise ValueError(f"{name}: a tensor image must be float in [0, 1], got {image.dtype}")
+        return image
+    if isinstance(image, np.ndarray):
+        array = image[..., ::-1] if bgr and image.ndim == 3 else image
+        return _from_array(array, name)
+    if hasattr(image, "convert") and hasattr(image, "size"):  # PIL, without importing it
+        return _from_array(np.asarray(image.convert("RGB")), name)
+    raise TypeError(f"{name}: expected a path, numpy array, PIL image or tensor, got {type(image).__name__}")
+
+
+def _from_array(array: np.ndarray, name: str) -> torch.Tensor:
+    if array.ndim == 2:
+        array = np.repeat(array[..., None], 3, axis=2)
+    if array.ndim != 3 or array.shape[2] != 3:
+        raise ValueError(f"{name}: expected an H x W x 3 array, got shape {array.shape}")
+    if array.dtype != np.uint8:
+        raise ValueError(f"{name}: expected a uint8 array, got {array.dtype}")
+    return torch.from_numpy(np.require(array, requirements=["C", "W"])).permute(2, 0, 1).float().div_(255)
+
+
+def _keep(output: dict[str, torch.Tensor], classes: Sequence[str], score_threshold: float) -> dict[str, Any]:
+    keep = output["scores"] >= score_threshold
+    result: dict[str, Any] = {key: value[keep] for key, value in output.items()}
+    result["class_names"] = [classes[label - 1] for label in result["labels"].tolist()]
+    return result
+
+
+def _default_device() -> torch.device:
+    return torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")

@@ -1,0 +1,254 @@
+"""Typed configs: the schema, loading `configs/*.py`, `--set` overrides.
+
+A config file is plain Python that assigns a `Config` to the name `config`:
+
+    from detkit.config import Config, ModelConfig
+    config = Config(name="ssd_shapes", model=ModelConfig(name="ssd300_resnet18", options={"width": 0.5}))
+
+Overrides address fields by dotted path (`solver.lr=0.01`, `model.options.width=0.5`);
+values are Python literals, or plain text for text fields. A config travels inside
+every checkpoint as a dict (`to_dict` / `from_dict`), so a checkpoint needs nothing
+else to be rebuilt.
+"""
+from __future__ import annotations
+
+import ast
+import dataclasses
+import os
+import runpy
+import traceback
+import typing
+from dataclasses import dataclass, field
+from typing import Any, Optional, Union
+
+
+class ConfigError(ValueError):
+    """A config file, dict or override is invalid; the message names it."""
+
+
+@dataclass
+class ModelConfig:
+    name: str = "ssd300_vgg16"  # a name from detkit.models.list_models()
+    options: dict = field(default_factory=dict)  # builder keyword arguments (width, size, min_size, ...)
+    backbone_weights: Optional[str] = None  # a torchvision ImageNet state_dict for the backbone
+    weights: Optional[str] = None  # a detkit or torchvision checkpoint of the whole model to start from
+
+
+@dataclass
+class ShapesConfig:
+    """The synthetic Shapes set, generated once into data.root."""
+
+    num_train: int = 1000
+    num_val: int = 200
+    image_size: int = 128
+    preset: str = "basic"
+    seed: int = 0
+
+
+@dataclass
+class DataConfig:
+    format: str = "coco"  # "coco", "voc" or "shapes"
+    root: str = "datasets/coco"  # coco: the image folder; voc: the VOCdevkit folder; shapes: the cache folder
+    train_ann: str = "annotations/instances_train2017.json"  # coco, relative to root or absolute
+    val_ann: str = "annotations/instances_val2017.json"
+    train_images: str = "train2017"  # coco, relative to root
+    val_images: str = "val2017"
+    year: str = "2007"  # voc
+    train_split: str = "trainval"  # voc image sets
+    val_split: str = "test"
+    augment: str = "ssd"  # training augmentation: "ssd" (the paper's), "light" (colour, flip) or "rcnn"
+    size: int = 300  # ssd and light: the square training size
+    min_size: list = field(default_factory=lambda: [800])  # rcnn: shortest-edge choices
+    max_size: int = 1333
+    masks: bool = False
+    batch_size: int = 8  # per process
+    num_workers: int = 2
+    skip_invalid: bool = False
+    shapes: ShapesConfig = field(default_factory=ShapesConfig)
+
+
+@dataclass
+class SolverConfig:
+    optimizer: str = "sgd"  # "sgd" or "adamw"
+    lr: float = 0.01
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    clip_grad_norm: Optional[float] = None
+    amp: bool = False  # mixed precision, CUDA only
+
+
+@dataclass
+class ScheduleConfig:
+    epochs: int = 12
+    warmup_iters: int = 500
+    warmup_factor: float = 0.001
+    decay: str = "multistep"  # "multistep" or "cosine"
+    milestones: list = field(default_factory=lambda: [8, 11])  # epochs
+    gamma: float = 0.1
+
+
+@dataclass
+class EvalConfig:
+    period: int = 1  # evaluate every `period` epochs (and after the last)
+    metric: str = "coco"  # "coco" or "voc"; the key metric below decides the best checkpoint
+    key: str = "AP50"  # a COCO stat name, or "mAP" for voc
+    iou_type: str = "bbox"
+    num_images: int = 0  # evaluate on the first N validation images; 0 = all
+    vis_images: int = 4  # validation images drawn into the work dir
+    vis_score: float = 0.5
+
+
+@dataclass
+class Config:
+    name: str = "detkit"
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    solver: SolverConfig = field(default_factory=SolverConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    seed: int = 0
+    log_period: int = 20  # iterations between metric log lines
+    keep_checkpoints: int = 1  # per-epoch checkpoints kept beside last.pth and best.pth
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict, source: str = "config") -> "Config":
+        return _from_dict(cls, values, source)
+
+    def validate(self, source: Optional[str] = None) -> "Config":
+        """Checks choices and ranges; errors start with `source` (default: the name)."""
+        where = source or self.name
+        choices = [("data.format", self.data.format, ("coco", "voc", "shapes")),
+                   ("data.augment", self.data.augment, ("ssd", "light", "rcnn")),
+                   ("solver.optimizer", self.solver.optimizer, ("sgd", "adamw")),
+                   ("schedule.decay", self.schedule.decay, ("multistep", "cosine")),
+                   ("eval.metric", self.eval.metric, ("coco", "voc")),
+                   ("eval.iou_type", self.eval.iou_type, ("bbox", "segm"))]
+        for key, value, allowed in choices:
+            if value not in allowed:
+                raise ConfigError(f"{where}: {key} must be one of {list(allowed)}, got {value!r}")
+        positive = [("data.batch_size", self.data.batch_size), ("schedule.epochs", self.schedule.epochs),
+                    ("solver.lr", self.solver.lr), ("eval.period", self.eval.period)]
+        for key, value in positive:
+            if not value > 0:
+                raise ConfigError(f"{where}: {key} must be positive, got {value!r}")
+        return self
+
+
+def load_config(path: Union[str, os.PathLike], overrides: Optional[list[str]] = None) -> Config:
+    """Runs a config file and returns its `config`, with `overrides` applied."""
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        namespace = runpy.run_path(path, run_name="detkit_config")
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+    except Exception as exc:  # the user's file: report where it failed, not our stack
+        line = _line_in(exc, path)
+        raise ConfigError(f"{path}{line}: {type(exc).__name__}: {exc}") from exc
+    config = namespace.get("config")
+    if not isinstance(config, Config):
+        raise ConfigError(f"{path}: must assign a detkit.config.Config to the name 'config', "
+                          f"found {type(config).__name__}")
+    return apply_overrides(config, overrides or [], source=path)
+
+
+def _line_in(exc: BaseException, path: str) -> str:
+    """', line N' of the deepest traceback entry inside the config file."""
+    if isinstance(exc, SyntaxError) and exc.lineno and exc.filename == path:
+        return f", line {exc.lineno}"
+    target = os.path.abspath(path)
+    lines = [f.lineno for f in traceback.extract_tb(exc.__traceback__) if os.path.abspath(f.filename) == target]
+    return f", line {lines[-1]}" if lines else ""
+
+
+def apply_overrides(config: Config, overrides: list[str], source: Optional[str] = None) -> Config:
+    """Applies `key=value` strings in order and validates the result."""
+    # A deep copy: the caller's config stays as it was.
+    config = Config.from_dict(config.to_dict(), source or config.name)
+    for item in overrides:
+        key, sep, text = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"override {item!r} must look like key=value (e.g. solver.lr=0.01)")
+        _set_path(config, key.strip(), text.strip())
+    return config.validate(source)
+
+
+def _set_path(config: Config, key: str, text: str) -> None:
+    parts = key.split(".")
+    node: Any = config
+    for depth, part in enumerate(parts):
+        last = depth == len(parts) - 1
+        if isinstance(node, dict):  # free-form builder options: any key, literal values
+            if last:
+                node[part] = _literal(text, key)
+            else:
+                node = node.setdefault(part, {})
+            continue
+        names = [f.name for f in dataclasses.fields(node)]
+        if part not in names:
+            prefix = ".".join(parts[:depth])
+            valid = ", ".join(f"{prefix}.{n}" if prefix else n for n in names)
+            raise ConfigError(f"unknown config key {key!r}; valid keys here: {valid}")
+        if last:
+            hint = typing.get_type_hints(type(node))[part]
+            setattr(node, part, _coerce(text, hint, key))
+        else:
+            node = getattr(node, part)
+            if not dataclasses.is_dataclass(node) and not isinstance(node, dict):
+                raise ConfigError(f"config key {'.'.join(parts[:depth + 1])!r} is a value, not a section")
+
+
+def _literal(text: str, key: str) -> Any:
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text  # plain words are text
+
+
+def _coerce(text: str, hint: Any, key: str) -> Any:
+    """Parses `text` for a field annotated `hint`: text fields take it as is."""
+    optional = typing.get_origin(hint) is Union and type(None) in typing.get_args(hint)
+    base = next((a for a in typing.get_args(hint) if a is not type(None)), hint) if optional else hint
+    if optional and text in ("None", "null", ""):
+        return None
+    if base is str:
+        return text
+    if dataclasses.is_dataclass(base):
+        raise ConfigError(f"config key {key!r} is a section; set its fields ({key}.<field>=...)")
+    return _check_type(_literal(text, key), base, key)
+
+
+def _check_type(value: Any, base: Any, key: str) -> Any:
+    if base is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if base in (list, dict) and isinstance(value, tuple) and base is list:
+        return list(value)
+    if not isinstance(value, base) or (base is int and isinstance(value, bool)):
+        raise ConfigError(f"config key {key!r} expects {base.__name__}, got {value!r}")
+    return value
+
+
+def _from_dict(cls: type, values: Any, source: str, prefix: str = "") -> Any:
+    if not isinstance(values, dict):
+        raise ConfigError(f"{source}: {prefix or 'config'} must be a mapping, got {type(values).__name__}")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    unknown = sorted(set(values) - set(names))
+    if unknown:
+        where = f"{prefix}." if prefix else ""
+        raise ConfigError(f"{source}: unknown config key {where}{unknown[0]}; valid keys: "
+                          + ", ".join(where + n for n in names))
+    kwargs = {}
+    for name, value in values.items():
+        hint, key = hints[name], f"{prefix}.{name}" if prefix else name
+        if dataclasses.is_dataclass(hint):
+            kwargs[name] = _from_dict(hint, value, source, key)
+        elif value is None or hint is str or typing.get_origin(hint) is Union:
+            kwargs[name] = value
+        else:
+            kwargs[name] = _check_type(value, hint, f"{source}: {key}")
+    return cls(**kwargs)

@@ -1,0 +1,164 @@
+"""Builders: a `Config` in, datasets, model, optimizer and schedule out.
+The only place (with detkit.models) that reads configs; everything it builds
+takes plain values."""
+from __future__ import annotations
+
+import math
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from typing import Any, Callable, Optional
+
+import torch
+from torch import nn
+
+from .. import models
+from ..config import Config, DataConfig, ModelConfig, ScheduleConfig, SolverConfig
+from ..data import CocoDetection, VOCDetection, shapes
+from ..data import transforms as T
+from .checkpoint import CheckpointError, load_checkpoint, load_model_state
+
+
+@dataclass
+class DataSplits:
+    train: Any
+    val: Any
+    classes: list[str]
+    val_ann: Optional[str]  # the COCO ground truth of the validation split (None for VOC)
+
+
+def train_transforms(data: DataConfig) -> Callable:
+    if data.augment == "ssd":
+        return T.ssd_train(data.size)
+    if data.augment == "light":  # colour and flip only: for small sets that share the validation framing
+        return T.Compose([T.PhotometricDistort(), T.RandomHorizontalFlip(), T.Resize(data.size), T.ToTensor()])
+    return T.rcnn_train(tuple(data.min_size), data.max_size)
+
+
+def eval_transforms() -> Callable:
+    """Evaluation images go in at their own size: the model resizes them and
+    maps its boxes back, so predictions are in the file's pixels."""
+    return T.Compose([T.ToTensor()])
+
+
+def prepare_shapes(data: DataConfig) -> shapes.ShapesPaths:
+    """Generates the Shapes set into data.root once. It is written to a
+    temporary folder and renamed, so an interrupted run leaves no half set."""
+    spec = data.shapes
+    root = os.path.abspath(os.path.join(data.root, f"{spec.preset}_{spec.image_size}px_{spec.num_train}_"
+                                                   f"{spec.num_val}_seed{spec.seed}"))
+    classes = shapes.PRESETS[spec.preset].classes if spec.preset in shapes.PRESETS else None
+    if classes is None:
+        raise ValueError(f"data.shapes.preset must be one of {sorted(shapes.PRESETS)}, got {spec.preset!r}")
+    if not os.path.isdir(root):
+        os.makedirs(os.path.dirname(root), exist_ok=True)
+        tmp = tempfile.mkdtemp(prefix=".tmp-shapes-", dir=os.path.dirname(root))
+        try:
+            shapes.generate(tmp, spec.num_train, spec.num_val, spec.image_size, spec.seed, spec.preset)
+            os.rename(tmp, root)
+        except OSError:
+            shutil.rmtree(tmp, ignore_errors=True)
+            if not os.path.isdir(root):  # another process may have won the race; otherwise it is an error
+                raise
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+    return shapes.ShapesPaths(root, classes)
+
+
+def build_datasets(config: Config) -> DataSplits:
+    data = config.data
+    masks = data.masks or config.eval.iou_type == "segm"
+    if data.format == "shapes":
+        paths = prepare_shapes(data)
+        if config.eval.metric == "voc":
+            return _voc_splits(paths.voc_root, "2007", "train", "val", list(paths.classes), data)
+        return _coco_splits(paths.image_root, paths.image_root, paths.coco_train, paths.coco_val, masks, data)
+    if data.format == "voc":
+        from ..data import VOC_CLASSES
+        return _voc_splits(data.root, data.year, data.train_split, data.val_split, list(VOC_CLASSES), data)
+    under = lambda path: path if os.path.isabs(path) else os.path.join(data.root, path)  # noqa: E731
+    return _coco_splits(under(data.train_images), under(data.val_images), under(data.train_ann),
+                        under(data.val_ann), masks, data)
+
+
+def _coco_splits(train_images, val_images, train_ann, val_ann, masks: bool, data: DataConfig) -> DataSplits:
+    train = CocoDetection(train_images, train_ann, train_transforms(data), with_masks=masks,
+                          skip_invalid=data.skip_invalid)
+    val = CocoDetection(val_images, val_ann, eval_transforms(), with_masks=False, skip_invalid=data.skip_invalid)
+    return DataSplits(train, val, train.classes, val_ann)
+
+
+def _voc_splits(root, year, train_split, val_split, classes, data: DataConfig) -> DataSplits:
+    train = VOCDetection(root, year, train_split, transforms=train_transforms(data), classes=classes,
+                         skip_invalid=data.skip_invalid)
+    val = VOCDetection(root, year, val_split, keep_difficult=True, transforms=eval_transforms(), classes=classes,
+                       skip_invalid=data.skip_invalid)
+    return DataSplits(train, val, classes, None)
+
+
+def build_model(model: ModelConfig, num_classes: int) -> nn.Module:
+    """The named model for `num_classes` (background included), with its
+    starting weights loaded: a detkit checkpoint or a torchvision state_dict."""
+    try:
+        net = models.build(model.name, num_classes=num_classes, backbone_weights=model.backbone_weights,
+                           **model.options)
+    except TypeError as exc:
+        raise ValueError(f"model.options {model.options} do not fit model {model.name!r}: {exc}") from None
+    if model.weights:
+        load_weights(net, model.weights)
+    return net
+
+
+def load_weights(net: nn.Module, path: str) -> None:
+    """Starting weights: a detkit checkpoint's model, else a torchvision file."""
+    try:
+        state = load_checkpoint(path)
+    except CheckpointError as exc:
+        if "not a detkit checkpoint" not in str(exc):
+            raise
+        models.load_torchvision(net, path)
+        return
+    load_model_state(net, state["model"], path)
+
+
+def build_optimizer(solver: SolverConfig, model: nn.Module) -> torch.optim.Optimizer:
+    """SGD or AdamW; biases and norm weights (1-d tensors) get no weight decay."""
+    decay, no_decay = [], []
+    for param in model.parameters():
+        if param.requires_grad:
+            (no_decay if param.ndim <= 1 else decay).append(param)
+    groups = [{"params": decay, "weight_decay": solver.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    if solver.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=solver.lr, momentum=solver.momentum)
+    return torch.optim.AdamW(groups, lr=solver.lr)
+
+
+class LRSchedule:
+    """The learning-rate factor at an iteration: linear warmup from
+    warmup_factor, then step decay at epoch milestones or cosine to zero.
+    A pure function of the iteration, so resuming needs only the iteration."""
+
+    def __init__(self, schedule: ScheduleConfig, iters_per_epoch: int):
+        self.warmup_iters = schedule.warmup_iters
+        self.warmup_factor = schedule.warmup_factor
+        self.decay = schedule.decay
+        self.milestones = [m * iters_per_epoch for m in schedule.milestones]
+        self.gamma = schedule.gamma
+        self.total = max(1, schedule.epochs * iters_per_epoch)
+
+    def factor(self, iteration: int) -> float:
+        warmup = 1.0
+        if iteration < self.warmup_iters:
+            alpha = iteration / self.warmup_iters
+            warmup = self.warmup_factor * (1 - alpha) + alpha
+        if self.decay == "cosine":
+            return warmup * 0.5 * (1 + math.cos(math.pi * min(iteration, self.total) / self.total))
+        return warmup * self.gamma ** sum(iteration >= m for m in self.milestones)
+
+    def apply(self, optimizer: torch.optim.Optimizer, base_lr: float, iteration: int) -> float:
+        lr = base_lr * self.factor(iteration)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        return lr

@@ -1,0 +1,64 @@
+"""The metrics log (JSON lines) and the files a finished run leaves behind."""
+from __future__ import annotations
+
+import json
+import os
+from typing import Any, Sequence
+
+import torch
+from torch import nn
+
+from ..jsonio import atomic_write
+from ..viz import draw_detections, plot_training_curves, write_image
+
+
+class MetricsLog:
+    """Appends one JSON record per line to `path`; on ranks other than 0 it
+    does nothing. Each line is flushed, so a killed run keeps its log."""
+
+    def __init__(self, path: str, enabled: bool = True):
+        self.path, self.enabled = path, enabled
+        self.folder = os.path.dirname(os.path.abspath(path))
+
+    def reset(self) -> None:
+        if self.enabled and os.path.exists(self.path):
+            os.remove(self.path)
+
+    def write(self, record: dict[str, Any]) -> None:
+        if self.enabled:
+            with open(self.path, "a") as f:
+                f.write(json.dumps(record) + "\n")
+
+    def records(self) -> list[dict[str, Any]]:
+        if not os.path.exists(self.path):
+            return []
+        with open(self.path) as f:
+            return [json.loads(line) for line in f if line.strip().endswith("}")]
+
+    def truncate(self, iteration: int, epoch: int) -> None:
+        """Drops what a killed run logged after its last checkpoint, so the
+        resumed run does not log those iterations twice."""
+        if not self.enabled:
+            return
+        kept = [r for r in self.records() if r.get("iteration", 0) <= iteration and r.get("epoch", 0) <= epoch]
+        with atomic_write(self.path) as f:
+            f.writelines(json.dumps(r) + "\n" for r in kept)
+
+
+def write_outputs(work_dir: str, model: nn.Module, splits, config, device: torch.device,
+                  records: Sequence[dict]) -> None:
+    """curves.png and a few validation images with predictions drawn."""
+    plot_training_curves(records, os.path.join(work_dir, "curves.png"), metric=config.eval.key)
+    count = min(config.eval.vis_images, len(splits.val))
+    if count == 0:
+        return
+    folder = os.path.join(work_dir, "vis")
+    os.makedirs(folder, exist_ok=True)
+    model.eval()
+    with torch.no_grad():
+        for index in range(count):
+            image, target = splits.val[index]
+            prediction = model([image.to(device)])[0]
+            rgb = (image.permute(1, 2, 0).clamp(0, 1) * 255).round().byte().cpu().numpy()
+            drawn = draw_detections(rgb, prediction, splits.classes, config.eval.vis_score)
+            write_image(os.path.join(folder, f"{target['image_id']}.jpg"), drawn)

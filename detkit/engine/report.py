@@ -1,0 +1,67 @@
+"""Evaluating a loaded checkpoint and writing its report files (tools/eval.py)."""
+from __future__ import annotations
+
+import os
+from typing import Optional
+
+from torch import nn
+
+from ..data import CocoDetection, VOCDetection
+from ..evaluation import COCOEvaluator, VOCMetrics, ap_table, coco_pr_curves, plot_pr_curves, save_metrics
+from .build import build_datasets, eval_transforms
+from .evaluate import _only_images, predict, score
+
+
+def evaluate_checkpoint(model: nn.Module, out: str, data: str = "config", images: Optional[str] = None,
+                        ann: Optional[str] = None, voc_root: Optional[str] = None, year: str = "2007",
+                        split: str = "test", iou_type: Optional[str] = None, num_images: int = 0) -> str:
+    """Scores a model from `detkit.load_model` and writes metrics.json,
+    results.json (COCO) and pr_curves.png into `out`; returns the printed report.
+
+    data: "config" (the validation split of the checkpoint's own config), "coco"
+    (`images` + `ann`) or "voc" (`voc_root`, `year`, `split`)."""
+    config, classes = model.config, model.classes
+    iou_type = iou_type or config.eval.iou_type
+    dataset, gt, metric = _dataset(model, data, images, ann, voc_root, year, split)
+    device = next(model.parameters()).device
+    count = min(num_images, len(dataset)) if num_images > 0 else len(dataset)
+    predictions, targets = predict(model, dataset, list(range(count)), device, config.data.batch_size)
+    os.makedirs(out, exist_ok=True)
+    if metric == "coco":
+        coco = COCOEvaluator(_only_images(gt, set(predictions)), iou_type=iou_type)
+        coco.update(predictions)
+        metrics = coco.compute()
+        coco.write_results(os.path.join(out, "results.json"))
+    else:
+        metrics = score(predictions, targets, metric, classes, gt, iou_type)
+    save_metrics(os.path.join(out, "metrics.json"), metrics)
+    if isinstance(metrics, VOCMetrics):
+        curves, per_class = metrics.curves, metrics.per_class
+        headline = f"VOC mAP@0.5: {metrics.mAP:.4f}"
+    else:
+        curves, per_class = coco_pr_curves(metrics, classes), metrics.per_category
+        headline = "  ".join(f"{k} {v:.4f}" for k, v in metrics.stats.items())
+    if curves:
+        plot_pr_curves(curves, os.path.join(out, "pr_curves.png"))
+    title = "AP50" if isinstance(metrics, VOCMetrics) else "AP"
+    return f"{len(predictions)} images, {iou_type}\n{headline}\n{ap_table(per_class, title=title)}"
+
+
+def _dataset(model: nn.Module, data: str, images, ann, voc_root, year: str, split: str):
+    """(dataset, COCO ground truth or None, metric name)."""
+    classes = model.classes
+    if data == "config":
+        splits = build_datasets(model.config)
+        return splits.val, splits.val_ann, model.config.eval.metric
+    if data == "coco":
+        if not images or not ann:
+            raise ValueError("--data coco needs --images (the image folder) and --ann (the annotation JSON)")
+        dataset = CocoDetection(images, ann, eval_transforms())
+        if dataset.classes != list(classes):
+            raise ValueError(f"{ann}: its categories {dataset.classes[:5]}... are not the checkpoint's classes "
+                             f"{list(classes)[:5]}...")
+        return dataset, ann, "coco"
+    if not voc_root:
+        raise ValueError("--data voc needs --voc-root (the VOCdevkit folder)")
+    return VOCDetection(voc_root, year, split, keep_difficult=True, transforms=eval_transforms(),
+                        classes=classes), None, "voc"

@@ -1,0 +1,90 @@
+"""Drawing detections (OpenCV) and training curves (matplotlib)."""
+from __future__ import annotations
+
+import os
+from typing import Mapping, Optional, Sequence, Union
+
+import cv2
+import numpy as np
+import torch
+
+# Well-separated colours (RGB), cycled by label.
+_PALETTE = np.array([(230, 25, 75), (60, 180, 75), (0, 130, 200), (245, 130, 48), (145, 30, 180), (70, 240, 240),
+                     (240, 50, 230), (210, 245, 60), (0, 128, 128), (170, 110, 40), (128, 0, 0), (0, 0, 128)],
+                    dtype=np.uint8)
+
+
+def color_of(label: int) -> tuple[int, int, int]:
+    return tuple(int(c) for c in _PALETTE[int(label) % len(_PALETTE)])
+
+
+def draw_detections(image: np.ndarray, detections: Mapping[str, torch.Tensor], classes: Sequence[str],
+                    score_threshold: float = 0.0) -> np.ndarray:
+    """A copy of `image` (H x W x 3 uint8, RGB) with boxes, "name score" labels
+    and, where given, masks (Tensor[N, 1|-, H, W], probabilities or 0/1) drawn.
+
+    detections: {"boxes": Tensor[N, 4] (x1, y1, x2, y2), "scores": Tensor[N],
+    "labels": Tensor[N] (1..K; class name classes[label - 1])}.
+    """
+    canvas = np.ascontiguousarray(image, dtype=np.uint8).copy()
+    keep = (detections["scores"] >= score_threshold).cpu()
+    boxes = detections["boxes"].cpu()[keep].round().int().tolist()
+    scores = detections["scores"].cpu()[keep].tolist()
+    labels = detections["labels"].cpu()[keep].tolist()
+    if "masks" in detections:
+        masks = detections["masks"].cpu()[keep]
+        masks = masks[:, 0] if masks.dim() == 4 else masks
+        for mask, label in zip(masks, labels):
+            region = mask.numpy() >= 0.5
+            canvas[region] = (0.5 * canvas[region] + 0.5 * np.array(color_of(label))).astype(np.uint8)
+    thickness = max(1, round(max(canvas.shape[:2]) / 400))
+    for (x1, y1, x2, y2), score, label in zip(boxes, scores, labels):
+        color = color_of(label)
+        cv2.rectangle(canvas, (x1, y1), (x2, y2), color, thickness)
+        name = classes[label - 1] if 0 < label <= len(classes) else str(label)
+        _put_label(canvas, f"{name} {score:.2f}", x1, y1, color)
+    return canvas
+
+
+def _put_label(canvas: np.ndarray, text: str, x: int, y: int, color: tuple[int, int, int]) -> None:
+    scale = max(0.35, max(canvas.shape[:2]) / 1200)
+    (w, h), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)
+    top = max(0, y - h - base - 2)
+    cv2.rectangle(canvas, (x, top), (x + w + 2, top + h + base + 2), color, -1)
+    cv2.putText(canvas, text, (x + 1, top + h + 1), cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255), 1,
+                cv2.LINE_AA)
+
+
+def write_image(path: Union[str, os.PathLike], image_rgb: np.ndarray) -> None:
+    """Writes an RGB image; the format follows the file extension."""
+    path = os.fspath(path)
+    if not cv2.imwrite(path, cv2.cvtColor(image_rgb, cv2.COLOR_RGB2BGR)):
+        raise OSError(f"could not write image {path}")
+
+
+def plot_training_curves(records: Sequence[Mapping], path: Union[str, os.PathLike],
+                         metric: Optional[str] = None) -> None:
+    """Loss against iteration and, where records carry it, `metric` against
+    epoch, side by side in one PNG. records: the metrics log's dicts, with
+    "iteration" and "loss" (train lines) or "epoch" and metric (eval lines)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    train = [r for r in records if r.get("type") == "train"]
+    evals = [r for r in records if r.get("type") == "eval" and metric in r]
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
+    marker = "." if len(train) < 50 else None
+    axes[0].plot([r["iteration"] for r in train], [r["loss"] for r in train], lw=1, marker=marker)
+    axes[0].set(xlabel="iteration", ylabel="loss", title="training loss")
+    axes[0].set_yscale("log" if train and min(r["loss"] for r in train) > 0 else "linear")
+    axes[1].plot([r["epoch"] for r in evals], [r[metric] for r in evals], marker="o")
+    axes[1].set(xlabel="epoch", ylabel=metric or "metric", title=f"validation {metric or ''}", ylim=(0, 1))
+    for ax in axes:
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    tmp = os.fspath(path) + ".tmp.png"
+    fig.savefig(tmp, dpi=100)
+    plt.close(fig)
+    os.replace(tmp, path)

@@ -1,0 +1,147 @@
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import cv2
+import pytest
+import torch
+
+from detkit.config import apply_overrides
+from detkit.engine import CheckpointError, NonFiniteLossError, load_checkpoint, train
+from detkit.engine import trainer as trainer_module
+
+from tests.conftest import REPO, tiny_ssd_config
+
+
+def records(work_dir, kind=None):
+    with open(os.path.join(work_dir, "metrics.jsonl")) as f:
+        lines = [json.loads(line) for line in f]
+    return [r for r in lines if kind is None or r["type"] == kind]
+
+
+def assert_same_tensors(a, b, where=""):
+    if isinstance(a, torch.Tensor):
+        assert torch.equal(a, b), where
+    elif isinstance(a, dict):
+        assert a.keys() == b.keys(), where
+        for key in a:
+            assert_same_tensors(a[key], b[key], f"{where}.{key}")
+    elif isinstance(a, (list, tuple)):
+        assert len(a) == len(b), where
+        for n, (x, y) in enumerate(zip(a, b)):
+            assert_same_tensors(x, y, f"{where}[{n}]")
+    else:
+        assert a == b, where
+
+
+def test_run_writes_a_complete_work_dir(trained):
+    config, work_dir = trained
+    for name in ("last.pth", "best.pth", "epoch_0001.pth", "epoch_0002.pth", "metrics.json", "config.json"):
+        assert os.path.isfile(os.path.join(work_dir, name)), name
+    curves = cv2.imread(os.path.join(work_dir, "curves.png"))
+    assert curves is not None and curves.shape[2] == 3
+    drawn = sorted(os.listdir(os.path.join(work_dir, "vis")))
+    assert len(drawn) == config.eval.vis_images and all(cv2.imread(os.path.join(work_dir, "vis", f)) is not None
+                                                        for f in drawn)
+    train_lines, eval_lines = records(work_dir, "train"), records(work_dir, "eval")
+    iters_per_epoch = config.data.shapes.num_train // config.data.batch_size
+    assert [r["iteration"] for r in train_lines] == list(range(1, 2 * iters_per_epoch + 1))
+    assert [r["epoch"] for r in eval_lines] == [1, 2]
+    assert all(r["images"] == config.data.shapes.num_val for r in eval_lines)
+    checkpoint = load_checkpoint(os.path.join(work_dir, "last.pth"))
+    assert checkpoint["epoch"] == 2 and checkpoint["iteration"] == 2 * iters_per_epoch
+    assert checkpoint["classes"] == ["circle", "square", "triangle", "hexagon", "star"]
+    assert checkpoint["config"] == config.to_dict()
+    assert checkpoint["metrics"]["AP50"] == eval_lines[-1]["AP50"]
+    with open(os.path.join(work_dir, "config.json")) as f:
+        assert json.load(f) == json.loads(json.dumps(config.to_dict()))
+
+
+def test_resume_continues_exactly_where_the_run_stopped(trained, trained_copy):
+    """A run killed after epoch 1 (its last.pth is epoch 1's, its log runs
+    on into epoch 2) resumes to the uninterrupted run's weights, optimizer
+    state and log, bit for bit."""
+    config, reference = trained
+    _, work_dir = trained_copy
+    shutil.copy(os.path.join(work_dir, "epoch_0001.pth"), os.path.join(work_dir, "last.pth"))
+    for name in ("epoch_0002.pth", "best.pth"):
+        os.remove(os.path.join(work_dir, name))
+    state = train(config, work_dir, resume=True, progress=False)
+    assert state.epoch == 2
+    ours = load_checkpoint(os.path.join(work_dir, "last.pth"))
+    theirs = load_checkpoint(os.path.join(reference, "last.pth"))
+    for key in ("model", "optimizer", "epoch", "iteration", "best", "metrics", "rng"):
+        assert_same_tensors(ours[key], theirs[key], key)
+    drop_speed = lambda lines: [{k: v for k, v in r.items() if k != "images_per_s"} for r in lines]  # noqa: E731
+    assert drop_speed(records(work_dir)) == drop_speed(records(reference))
+
+
+def test_resume_refuses_a_checkpoint_of_another_model(trained_copy):
+    config, work_dir = trained_copy
+    wider = apply_overrides(config, ["model.options.width=0.5"])
+    with pytest.raises(CheckpointError, match=r"last\.pth: the checkpoint is of model ssd300_resnet18"):
+        train(wider, work_dir, resume=True, progress=False)
+
+
+def test_resume_refuses_another_class_count(trained_copy):
+    config, work_dir = trained_copy
+    hard = apply_overrides(config, ["data.shapes.preset=hard"])  # 8 classes instead of 5
+    with pytest.raises(CheckpointError, match=r"last\.pth: does not fit this model.*other shapes"):
+        train(hard, work_dir, resume=True, progress=False)
+
+
+def test_resume_needs_a_checkpoint(shapes_root, tmp_path):
+    with pytest.raises(CheckpointError, match="no checkpoint to resume from at .*last.pth"):
+        train(tiny_ssd_config(shapes_root), str(tmp_path), resume=True, progress=False)
+
+
+def test_non_finite_loss_stops_with_the_iteration_and_keeps_the_checkpoint(shapes_root, tmp_path, monkeypatch):
+    build = trainer_module.build_model
+    calls = {"n": 0}
+
+    def poisoned(model_config, num_classes):
+        model = build(model_config, num_classes)
+        forward = model.forward
+
+        def forward_with_nan(images, targets=None):
+            out = forward(images, targets)
+            if model.training:
+                calls["n"] += 1
+                if calls["n"] == 5:  # the second iteration of epoch 2
+                    out["classification"] = out["classification"] * float("nan")
+            return out
+
+        model.forward = forward_with_nan
+        return model
+
+    monkeypatch.setattr(trainer_module, "build_model", poisoned)
+    config = tiny_ssd_config(shapes_root)
+    with pytest.raises(NonFiniteLossError, match=r"iteration 5 \(epoch 2.*classification.*last good checkpoint is"):
+        train(config, str(tmp_path), progress=False)
+    checkpoint = load_checkpoint(tmp_path / "last.pth")
+    assert checkpoint["epoch"] == 1 and checkpoint["iteration"] == 3
+
+
+def test_two_process_gloo_run(shapes_root, tmp_path):
+    """torchrun with 2 CPU processes: DDP over gloo, evaluation split across
+    the ranks and gathered on rank 0."""
+    work_dir = tmp_path / "ddp"
+    overrides = [f"data.root={shapes_root}", "data.shapes.num_train=16", "data.shapes.num_val=4",
+                 "data.shapes.image_size=96", "data.shapes.seed=3", "data.size=96", "model.options.size=96",
+                 "model.options.width=0.25", "model.options.channels_last=False", "data.batch_size=4",
+                 "data.num_workers=0", "schedule.epochs=1", "schedule.warmup_iters=1", "eval.vis_images=1"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+               os.path.join(REPO, "tools", "train.py"), os.path.join(REPO, "configs", "ssd_shapes.py"),
+               "--work-dir", str(work_dir), "--no-progress", "--set", *overrides]
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    checkpoint = load_checkpoint(work_dir / "last.pth")
+    assert checkpoint["epoch"] == 1
+    assert checkpoint["iteration"] == 2  # 16 images / (2 ranks x 4)
+    assert len(checkpoint["rng"]) == 2  # each rank's generators
+    (evaluation,) = records(work_dir, "eval")
+    assert evaluation["images"] == 4  # both ranks' predictions were gathered
+    assert "AP50" in result.stdout

@@ -1,0 +1,116 @@
+import os
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+import detkit
+from detkit.data import read_image
+from detkit.engine import CheckpointError, load_checkpoint, save_checkpoint
+
+
+@pytest.fixture(scope="module")
+def checkpoint(trained):
+    return os.path.join(trained[1], "last.pth")
+
+
+@pytest.fixture(scope="module")
+def images(trained):
+    config, work_dir = trained
+    from detkit.engine.build import prepare_shapes
+
+    folder = prepare_shapes(config.data).image_root
+    return [os.path.join(folder, name) for name in sorted(os.listdir(folder))[:3]]
+
+
+def assert_same(a, b):
+    assert a.keys() == b.keys()
+    for key in ("boxes", "scores", "labels"):
+        assert torch.equal(a[key], b[key]), key
+    assert a["class_names"] == b["class_names"]
+
+
+def test_load_model_is_self_describing(checkpoint):
+    model = detkit.load_model(checkpoint, device="cpu")
+    assert not model.training
+    assert model.classes == ["circle", "square", "triangle", "hexagon", "star"]
+    state = load_checkpoint(checkpoint)
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, state["model"][key]), key
+
+
+def test_detect_accepts_every_input_kind_with_the_same_result(checkpoint, images):
+    path = images[0]
+    rgb = read_image(path)
+    by_path = detkit.detect(path, checkpoint, score_threshold=0.0)
+    assert isinstance(by_path, list) and len(by_path) == 1
+    expected = by_path[0]
+    assert len(expected["scores"]) > 0
+    assert_same(detkit.detect([path], checkpoint, score_threshold=0.0)[0], expected)
+    assert_same(detkit.detect(rgb, checkpoint, score_threshold=0.0)[0], expected)
+    assert_same(detkit.detect(cv2.imread(path), checkpoint, score_threshold=0.0, bgr=True)[0], expected)
+    tensor = torch.from_numpy(rgb).permute(2, 0, 1).float() / 255
+    assert_same(detkit.detect(tensor, checkpoint, score_threshold=0.0)[0], expected)
+    pil = pytest.importorskip("PIL.Image").fromarray(rgb)
+    assert_same(detkit.detect(pil, checkpoint, score_threshold=0.0)[0], expected)
+    model = detkit.load_model(checkpoint, "cpu")
+    assert_same(detkit.detect(path, model, score_threshold=0.0)[0], expected)
+
+
+def test_detect_on_a_batch_matches_one_by_one(checkpoint, images):
+    batch = detkit.detect(images, checkpoint, score_threshold=0.0)
+    assert len(batch) == len(images)
+    for path, result in zip(images, batch):
+        single = detkit.detect(path, checkpoint, score_threshold=0.0)[0]
+        assert torch.allclose(result["scores"], single["scores"], atol=1e-5)
+        assert torch.equal(result["labels"], single["labels"])
+
+
+def test_score_threshold_and_class_names(checkpoint, images):
+    everything = detkit.detect(images[0], checkpoint, score_threshold=0.0)[0]
+    threshold = float(everything["scores"].median())
+    kept = detkit.detect(images[0], checkpoint, score_threshold=threshold)[0]
+    assert 0 < len(kept["scores"]) < len(everything["scores"])
+    assert bool((kept["scores"] >= threshold).all())
+    classes = detkit.load_model(checkpoint, "cpu").classes
+    assert kept["class_names"] == [classes[label - 1] for label in kept["labels"].tolist()]
+    assert kept["boxes"].shape == (len(kept["scores"]), 4)
+
+
+def test_bad_images_are_named(checkpoint, tmp_path):
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    with pytest.raises(ValueError, match="broken.jpg"):
+        detkit.detect(str(broken), checkpoint)
+    with pytest.raises(FileNotFoundError, match="missing.jpg"):
+        detkit.detect(str(tmp_path / "missing.jpg"), checkpoint)
+    with pytest.raises(ValueError, match=r"images\[1\]: a tensor image must be \[3, H, W\]"):
+        detkit.detect([torch.rand(3, 8, 8), torch.rand(1, 8, 8)], checkpoint)
+    with pytest.raises(ValueError, match="must be float"):
+        detkit.detect(torch.zeros(3, 8, 8, dtype=torch.uint8), checkpoint)
+    with pytest.raises(ValueError, match="expected a uint8 array"):
+        detkit.detect(np.zeros((8, 8, 3), np.float32), checkpoint)
+    with pytest.raises(TypeError, match="got int"):
+        detkit.detect(3, checkpoint)
+    with pytest.raises(ValueError, match="score_threshold"):
+        detkit.detect(torch.rand(3, 8, 8), checkpoint, score_threshold=2)
+
+
+def test_bad_checkpoints_are_named(checkpoint, tmp_path):
+    truncated = tmp_path / "cut.pth"
+    with open(checkpoint, "rb") as f:
+        truncated.write_bytes(f.read()[:1000])
+    with pytest.raises(CheckpointError, match="cut.pth: cannot be read"):
+        detkit.load_model(truncated)
+    state = load_checkpoint(checkpoint)
+    state["config"]["model"]["options"]["width"] = 0.5  # claims another model than its weights
+    other = tmp_path / "other.pth"
+    save_checkpoint(other, {k: v for k, v in state.items() if k not in ("format", "version")})
+    with pytest.raises(CheckpointError, match="other.pth: does not fit this model"):
+        detkit.load_model(other)
+    state["config"]["solver"]["nope"] = 1
+    invalid = tmp_path / "invalid.pth"
+    save_checkpoint(invalid, {k: v for k, v in state.items() if k not in ("format", "version")})
+    with pytest.raises(CheckpointError, match="invalid.pth: its config is invalid.*solver.nope"):
+        detkit.load_model(invalid)

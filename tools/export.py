@@ -1,0 +1,46 @@
+"""Export a checkpoint to ONNX or TorchScript.
+
+    python tools/export.py work_dirs/ssd_shapes/best.pth --format onnx
+    python tools/export.py model.pth --format torchscript --size 480 640 --out model.pt
+
+The exported model takes one float image [3, H, W] in [0, 1] of exactly --size
+(default: the config's training size) and returns boxes, scores, labels (and
+masks). The class names are written beside it as <out>.classes.json.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from _common import fail_cleanly  # tools/ is on sys.path when run as a script
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("checkpoint")
+    parser.add_argument("--format", choices=["onnx", "torchscript"], default="onnx")
+    parser.add_argument("--size", type=int, nargs=2, metavar=("H", "W"), help="input image size")
+    parser.add_argument("--out", help="output file (default: the checkpoint's name with .onnx / .pt)")
+    parser.add_argument("--opset", type=int, default=17)
+    return parser.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    from detkit.api import load_model
+    from detkit.export import export_model
+    from detkit.jsonio import write_json_atomic
+
+    model = load_model(args.checkpoint, "cpu")
+    data = model.config.data
+    size = args.size or ((data.size, data.size) if data.augment in ("ssd", "light") else (data.min_size[0],) * 2)
+    out = args.out or os.path.splitext(args.checkpoint)[0] + (".onnx" if args.format == "onnx" else ".pt")
+    export_model(model, out, size, args.format, args.opset)
+    write_json_atomic(os.path.splitext(out)[0] + ".classes.json", list(model.classes))
+    print(f"exported {model.config.model.name} for {size[0]}x{size[1]} images to {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(fail_cleanly(main))

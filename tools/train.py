@@ -1,0 +1,48 @@
+"""Train a detector from a config.
+
+    python tools/train.py                                  # the Shapes demo (configs/ssd_shapes.py)
+    python tools/train.py configs/maskrcnn_shapes.py --work-dir work_dirs/mr
+    python tools/train.py configs/ssd300_vgg16_voc.py --set data.root=/data/VOCdevkit solver.lr=0.002
+    python tools/train.py configs/ssd_shapes.py --resume   # continue from work_dirs/ssd_shapes/last.pth
+    torchrun --nproc_per_node=2 tools/train.py configs/ssd_shapes.py
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from _common import DEFAULT_CONFIG, fail_cleanly, load_tool_config  # tools/ is on sys.path when run as a script
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("config", nargs="?", default=DEFAULT_CONFIG, help="a configs/*.py file (default: %(default)s)")
+    parser.add_argument("--work-dir", help="output folder (default: work_dirs/<config name>)")
+    parser.add_argument("--resume", action="store_true", help="continue from <work dir>/last.pth")
+    parser.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE", help="config overrides")
+    parser.add_argument("--device", help="cpu, cuda, cuda:1 (default: this rank's GPU if any, else cpu)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    return parser.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    from detkit.engine import distributed as dist
+    from detkit.engine import train
+
+    config = load_tool_config(args.config, args.set)
+    work_dir = args.work_dir or os.path.join("work_dirs", config.name)
+    try:
+        state = train(config, work_dir, resume=args.resume, device=args.device, progress=not args.no_progress)
+    finally:
+        dist.cleanup()
+    if dist.is_main_process() and state.last_metrics:
+        key = config.eval.key
+        print(f"{config.name}: {key} {state.last_metrics.get(key, float('nan')):.4f} on the validation split "
+              f"after {state.epoch} epochs (best {state.best:.4f}); outputs in {work_dir}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(fail_cleanly(main))

@@ -56,8 +56,10 @@ class DataConfig:
     year: str = "2007"  # voc
     train_split: str = "trainval"  # voc image sets
     val_split: str = "test"
-    augment: str = "ssd"  # training augmentation: "ssd" (the paper's), "light" (colour, flip) or "rcnn"
-    size: int = 300  # ssd and light: the square training size
+    # Training augmentation: "ssd" (the paper's), "light" (colour, horizontal flip), "flips" (colour,
+    # horizontal and vertical flips: top-down or synthetic scenes) or "rcnn" (resize, flip).
+    augment: str = "ssd"
+    size: int = 300  # ssd, light and flips: the square training size
     min_size: list = field(default_factory=lambda: [800])  # rcnn: shortest-edge choices
     max_size: int = 1333
     masks: bool = False
@@ -121,7 +123,7 @@ class Config:
         """Checks choices and ranges; errors start with `source` (default: the name)."""
         where = source or self.name
         choices = [("data.format", self.data.format, ("coco", "voc", "shapes")),
-                   ("data.augment", self.data.augment, ("ssd", "light", "rcnn")),
+                   ("data.augment", self.data.augment, ("ssd", "light", "flips", "rcnn")),
                    ("solver.optimizer", self.solver.optimizer, ("sgd", "adamw")),
                    ("schedule.decay", self.schedule.decay, ("multistep", "cosine")),
                    ("eval.metric", self.eval.metric, ("coco", "voc")),

@@ -139,6 +139,29 @@ class RandomHorizontalFlip:
         return cv2.flip(image, 1), _flip_target(target, image.shape[1])
 
 
+def _vflip_target(target: Target, h: int) -> Target:
+    out = dict(target)
+    boxes = target["boxes"].copy()
+    boxes[:, [1, 3]] = h - target["boxes"][:, [3, 1]]
+    out["boxes"] = boxes
+    if "masks" in target:
+        out["masks"] = target["masks"][:, ::-1, :].copy()
+    return out
+
+
+class RandomVerticalFlip:
+    """Upside-down with probability p: for top-down or synthetic imagery,
+    where an upside-down scene is still a plausible one."""
+
+    def __init__(self, p: float = 0.5):
+        self.p = p
+
+    def __call__(self, image, target):
+        if not _chance(self.p):
+            return image, target
+        return cv2.flip(image, 0), _vflip_target(target, image.shape[0])
+
+
 class PhotometricDistort:
     """Random brightness, contrast, saturation and hue, each with probability
     p, contrast before or after the colour changes, then a random channel

@@ -31,8 +31,9 @@ class DataSplits:
 def train_transforms(data: DataConfig) -> Callable:
     if data.augment == "ssd":
         return T.ssd_train(data.size)
-    if data.augment == "light":  # colour and flip only: for small sets that share the validation framing
-        return T.Compose([T.PhotometricDistort(), T.RandomHorizontalFlip(), T.Resize(data.size), T.ToTensor()])
+    if data.augment in ("light", "flips"):  # colour and flips only, for sets framed like their validation split
+        flips = [T.RandomHorizontalFlip()] + ([T.RandomVerticalFlip()] if data.augment == "flips" else [])
+        return T.Compose([T.PhotometricDistort(), *flips, T.Resize(data.size), T.ToTensor()])
     return T.rcnn_train(tuple(data.min_size), data.max_size)
 
 

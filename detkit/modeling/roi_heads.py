@@ -173,8 +173,8 @@ class RoIHeads(nn.Module):
 
     def postprocess(self, class_logits: Tensor, box_regression: Tensor, proposals: list[Tensor], image_sizes):
         counts = [len(p) for p in proposals]
-        boxes_all = self.box_coder.decode(box_regression, proposals).split(counts, 0)
-        scores_all = F.softmax(class_logits, -1).split(counts, 0)
+        boxes_all = self.box_coder.decode(box_regression.float(), proposals).split(counts, 0)  # float32 under AMP
+        scores_all = F.softmax(class_logits.float(), -1).split(counts, 0)
         detections = []
         for boxes, scores, size in zip(boxes_all, scores_all, image_sizes):
             num_classes = scores.shape[-1]

@@ -66,6 +66,8 @@ class RegionProposalNetwork(nn.Module):
         anchors = self.anchor_generator(images, features)
         per_level = [o[0].numel() for o in logits]
         objectness, pred_deltas = flatten_predictions(logits, deltas)
+        # Box arithmetic in float32 even under autocast: half precision is off by pixels.
+        objectness, pred_deltas = objectness.float(), pred_deltas.float()
         proposals = self.box_coder.decode(pred_deltas.detach(), anchors).view(len(anchors), -1, 4)
         boxes, _ = self.filter_proposals(proposals, objectness, images.image_sizes, per_level)
         losses = {}

@@ -145,11 +145,11 @@ class SSD(ChannelsLast, nn.Module):
         """Per class: scores above score_thresh, the top topk_candidates; then
         per-class NMS and the best detections_per_img. Vectorised over classes
         (torchvision loops over them in Python)."""
-        scores_all = F.softmax(head_outputs["cls_logits"], dim=-1)
+        scores_all = F.softmax(head_outputs["cls_logits"].float(), dim=-1)  # float32 under AMP
         results = []
         for regression, scores, image_anchors, size in zip(head_outputs["bbox_regression"], scores_all, anchors,
                                                            image_sizes):
-            boxes = ops.clip_boxes_to_image(self.box_coder.decode_single(regression, image_anchors), size)
+            boxes = ops.clip_boxes_to_image(self.box_coder.decode_single(regression.float(), image_anchors), size)
             anchor_idx, labels, values = self._candidates(scores[:, 1:])
             cand_boxes = boxes[anchor_idx]
             keep = ops.batched_nms(cand_boxes, values, labels, self.nms_thresh)[: self.detections_per_img]

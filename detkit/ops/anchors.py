@@ -103,7 +103,7 @@ class AnchorGenerator(nn.Module):
                 f"got {len(grid_sizes)} feature maps but the generator has {len(self.cell_anchors)} levels of sizes"
             )
         strides = tuple((image_size[0] // gh, image_size[1] // gw) for gh, gw in grid_sizes)
-        dtype, device = feature_maps[0].dtype, feature_maps[0].device
+        dtype, device = _anchor_dtype(feature_maps[0].dtype), feature_maps[0].device
         key = (grid_sizes, strides, dtype, device)
         anchors = self._cache.get(key, lambda: self._anchors(grid_sizes, strides, dtype, device))
         return [anchors for _ in range(len(image_list.image_sizes))]
@@ -188,7 +188,7 @@ class DefaultBoxGenerator(nn.Module):
         grid_sizes, image_size = _shapes(image_list, feature_maps)
         if len(grid_sizes) != len(self._wh_pairs):
             raise ValueError(f"got {len(grid_sizes)} feature maps but the generator has {len(self._wh_pairs)} levels")
-        dtype, device = feature_maps[0].dtype, feature_maps[0].device
+        dtype, device = _anchor_dtype(feature_maps[0].dtype), feature_maps[0].device
         key = (grid_sizes, image_size, dtype, device)
         boxes = self._cache.get(key, lambda: self._default_boxes(grid_sizes, image_size, dtype).to(device))
         return [boxes for _ in range(len(image_list.image_sizes))]
@@ -213,6 +213,12 @@ class DefaultBoxGenerator(nn.Module):
                 scalar(image_size[0]), scalar(image_size[1]), scalar(0.5), out_np, start,
             )
         return out
+
+
+def _anchor_dtype(feature_dtype: torch.dtype) -> torch.dtype:
+    """Anchors stay float32 under mixed precision: half precision would put
+    pixel coordinates of large images 0.5 px or more off."""
+    return torch.float32 if feature_dtype in (torch.float16, torch.bfloat16) else feature_dtype
 
 
 def _default_boxes_reference(gen: DefaultBoxGenerator, grid_sizes, image_size, dtype) -> Tensor:

@@ -38,6 +38,19 @@ def test_flip_twice_is_identity_and_flip_moves_boxes_with_masks():
         assert np.array_equal(twice[key], target[key])
 
 
+def test_vertical_flip_moves_boxes_with_masks_and_undoes_itself():
+    image, target = sample()
+    flip = T.RandomVerticalFlip(p=1.0)
+    once_image, once = flip(image, target)
+    assert np.array_equal(once["boxes"], mask_boxes(once["masks"]))
+    assert np.array_equal(once_image, image[::-1])
+    assert np.array_equal(once["boxes"][:, [0, 2]], target["boxes"][:, [0, 2]])
+    twice_image, twice = flip(once_image, once)
+    assert np.array_equal(twice_image, image)
+    for key in ("boxes", "labels", "masks"):
+        assert np.array_equal(twice[key], target[key])
+
+
 def test_crop_keeps_only_objects_whose_centre_is_inside():
     image, target = sample()
     crop = np.array([0, 0, 40, 45])

@@ -57,6 +57,19 @@ def test_anchor_generator_caches_per_size():
     assert other is not first and other.dtype == torch.float64
 
 
+@pytest.mark.parametrize("half", [torch.float16, torch.bfloat16])
+def test_anchors_stay_float32_for_half_precision_features(half):
+    """Under autocast the feature maps are half precision; pixel coordinates
+    in half precision would be off by up to 0.5 px at 1216, so anchors stay float32."""
+    grids = [(200, 304), (100, 152), (50, 76), (25, 38), (13, 19)]
+    anchors = ops.AnchorGenerator(**FPN)(image_list(1, 800, 1216), feature_maps(grids, half))[0]
+    reference = ops.AnchorGenerator(**FPN)(image_list(1, 800, 1216), feature_maps(grids))[0]
+    assert anchors.dtype == torch.float32 and torch.equal(anchors, reference)
+    boxes = ops.DefaultBoxGenerator(SSD300_RATIOS)(image_list(1, 300, 300), feature_maps(
+        [(g, g) for g in SSD300_GRIDS], half))[0]
+    assert boxes.dtype == torch.float32
+
+
 def test_anchor_generator_rejects_level_mismatch_and_empty_grid():
     gen = ops.AnchorGenerator(**FPN)
     with pytest.raises(ValueError, match="got 2 feature maps but the generator has 5 levels"):

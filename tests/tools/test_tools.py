@@ -154,3 +154,36 @@ def test_errors_are_one_line_not_a_traceback(checkpoint, tmp_path):
     bad_config.write_text("config = undefined_name\n")
     result = run_tool("train.py", str(bad_config))
     assert result.returncode == 1 and "bad.py, line 1: NameError" in result.stderr
+
+
+@pytest.fixture(scope="module")
+def mask_checkpoint(tmp_path_factory, shapes_root):
+    """One short epoch of a tiny Mask R-CNN: enough for outputs of every kind."""
+    from detkit.config import load_config
+    from detkit.engine import train
+
+    config = load_config(os.path.join(REPO, "configs", "maskrcnn_shapes.py"), [
+        f"data.root={shapes_root}", "data.shapes.num_train=8", "data.shapes.num_val=2", "data.shapes.image_size=96",
+        "data.min_size=[96]", "data.max_size=96", "model.options.min_size=96", "model.options.max_size=96",
+        "data.batch_size=4", "data.num_workers=0", "schedule.epochs=1", "eval.vis_images=1",
+        "model.options.score_thresh=0.0"])
+    work_dir = str(tmp_path_factory.mktemp("maskrcnn"))
+    train(config, work_dir, progress=False)
+    return os.path.join(work_dir, "last.pth")
+
+
+def test_mask_rcnn_checkpoint_through_detect_eval_and_infer(mask_checkpoint, tmp_path, capsys):
+    image = torch.rand(3, 96, 96)
+    (result,) = detkit.detect(image, mask_checkpoint, score_threshold=0.0)
+    assert len(result["scores"]) > 0
+    assert result["masks"].shape == (len(result["scores"]), 1, 96, 96)
+    assert tool("eval").main([mask_checkpoint, "--out", str(tmp_path / "eval")]) == 0
+    assert "segm" in capsys.readouterr().out
+    with open(tmp_path / "eval" / "results.json") as f:
+        assert "segmentation" in json.load(f)[0]
+    cv2.imwrite(str(tmp_path / "a.png"), (image.permute(1, 2, 0).numpy() * 255).astype(np.uint8))
+    assert tool("infer").main([mask_checkpoint, str(tmp_path / "a.png"), "--out", str(tmp_path / "out"),
+                               "--score-threshold", "0.0"]) == 0
+    with open(tmp_path / "out" / "detections.json") as f:
+        detection = json.load(f)[0]["detections"][0]
+    assert detection["mask"]["size"] == [96, 96] and isinstance(detection["mask"]["counts"], str)

@@ -111,6 +111,9 @@ class Config:
     seed: int = 0
     log_period: int = 20  # iterations between metric log lines
     keep_checkpoints: int = 1  # per-epoch checkpoints kept beside last.pth and best.pth
+    # Local DDP ranks on the CPU when not started by torchrun (tools/train.py spawns them; each gets
+    # an equal share of the threads). data.batch_size is per rank.
+    processes: int = 1
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -132,7 +135,7 @@ class Config:
             if value not in allowed:
                 raise ConfigError(f"{where}: {key} must be one of {list(allowed)}, got {value!r}")
         positive = [("data.batch_size", self.data.batch_size), ("schedule.epochs", self.schedule.epochs),
-                    ("solver.lr", self.solver.lr), ("eval.period", self.eval.period)]
+                    ("solver.lr", self.solver.lr), ("eval.period", self.eval.period), ("processes", self.processes)]
         for key, value in positive:
             if not value > 0:
                 raise ConfigError(f"{where}: {key} must be positive, got {value!r}")

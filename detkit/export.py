@@ -11,6 +11,7 @@ NonMaxSuppression.
 """
 from __future__ import annotations
 
+import importlib.util
 import os
 import warnings
 from typing import Sequence, Union
@@ -47,6 +48,8 @@ def export_model(model: nn.Module, path: Union[str, os.PathLike], image_size: Se
     as ONNX or TorchScript; the file appears only once complete."""
     if fmt not in FORMATS:
         raise ValueError(f"format must be one of {FORMATS}, got {fmt!r}")
+    if fmt == "onnx" and importlib.util.find_spec("onnx") is None:
+        raise ValueError("ONNX export needs the onnx package: pip install 'detkit[export]'")
     height, width = (int(v) for v in image_size)
     if height < 1 or width < 1:
         raise ValueError(f"image_size must be positive (H, W), got {tuple(image_size)}")

@@ -28,16 +28,37 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    from detkit.engine import distributed as dist
-    from detkit.engine import train
+    from detkit.engine.launch import launch
 
     config = load_tool_config(args.config, args.set)
     work_dir = args.work_dir or os.path.join("work_dirs", config.name)
+    processes = config.processes if (args.device or "cpu").startswith("cpu") else 1
+    try:
+        launch(run, processes, config, work_dir, args)
+    except Exception as exc:
+        if type(exc).__module__.startswith("torch.multiprocessing"):
+            return 1  # a spawned rank failed and has printed why
+        raise
+    return 0
+
+
+def run(config, work_dir: str, args: argparse.Namespace) -> None:
+    """One rank's training (the whole run outside DDP); errors print one line
+    and exit 1, in spawned ranks too."""
+    code = fail_cleanly(lambda: _train(config, work_dir, args))
+    if code:
+        sys.exit(code)
+
+
+def _train(config, work_dir: str, args: argparse.Namespace) -> int:
+    from detkit.engine import distributed as dist
+    from detkit.engine import train
+
     try:
         state = train(config, work_dir, resume=args.resume, device=args.device, progress=not args.no_progress)
     finally:
         dist.cleanup()
-    if dist.is_main_process() and state.last_metrics:
+    if dist.get_rank() == 0 and state.last_metrics:
         key = config.eval.key
         print(f"{config.name}: {key} {state.last_metrics.get(key, float('nan')):.4f} on the validation split "
               f"after {state.epoch} epochs (best {state.best:.4f}); outputs in {work_dir}")

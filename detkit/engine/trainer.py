@@ -116,6 +116,8 @@ class Runner:
                  device: torch.device, log: "MetricsLog", progress: bool, work_dir: str):
         self.config, self.optimizer, self.schedule, self.device = config, optimizer, schedule, device
         self.bare_model = model
+        if device.type == "cpu" and hasattr(model, "convert_weights_layout"):
+            model.convert_weights_layout()  # before DDP builds its gradient buckets
         self.model = (nn.parallel.DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
                       if dist.is_initialized() else model)
         self.amp = config.solver.amp and device.type == "cuda"

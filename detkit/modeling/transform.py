@@ -162,8 +162,13 @@ class ChannelsLast:
     def _layout(self, x: Tensor) -> Tensor:
         if not (self.channels_last and x.device.type == "cpu"):
             return x
-        if not getattr(self, "_weights_channels_last", False):
+        self.convert_weights_layout()
+        return x.contiguous(memory_format=torch.channels_last)
+
+    def convert_weights_layout(self) -> None:
+        """Puts the convolution weights in channels-last now rather than on the
+        first call; DistributedDataParallel must see the final layout."""
+        if self.channels_last and not getattr(self, "_weights_channels_last", False):
             for module in self._conv_modules():
                 module.to(memory_format=torch.channels_last)
             self._weights_channels_last = True
-        return x.contiguous(memory_format=torch.channels_last)

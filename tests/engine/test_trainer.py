@@ -124,14 +124,18 @@ def test_non_finite_loss_stops_with_the_iteration_and_keeps_the_checkpoint(shape
     assert checkpoint["epoch"] == 1 and checkpoint["iteration"] == 3
 
 
+def ddp_overrides(shapes_root):
+    return [f"data.root={shapes_root}", "data.shapes.num_train=16", "data.shapes.num_val=4",
+            "data.shapes.image_size=96", "data.shapes.seed=3", "data.size=96", "model.options.size=96",
+            "model.options.width=0.25", "data.batch_size=4", "data.num_workers=0", "schedule.epochs=1",
+            "schedule.warmup_iters=1", "eval.vis_images=1", "eval.period=1"]
+
+
 def test_two_process_gloo_run(shapes_root, tmp_path):
     """torchrun with 2 CPU processes: DDP over gloo, evaluation split across
     the ranks and gathered on rank 0."""
     work_dir = tmp_path / "ddp"
-    overrides = [f"data.root={shapes_root}", "data.shapes.num_train=16", "data.shapes.num_val=4",
-                 "data.shapes.image_size=96", "data.shapes.seed=3", "data.size=96", "model.options.size=96",
-                 "model.options.width=0.25", "model.options.channels_last=False", "data.batch_size=4",
-                 "data.num_workers=0", "schedule.epochs=1", "schedule.warmup_iters=1", "eval.vis_images=1"]
+    overrides = ddp_overrides(shapes_root) + ["processes=1"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
                os.path.join(REPO, "tools", "train.py"), os.path.join(REPO, "configs", "ssd_shapes.py"),
@@ -145,3 +149,20 @@ def test_two_process_gloo_run(shapes_root, tmp_path):
     (evaluation,) = records(work_dir, "eval")
     assert evaluation["images"] == 4  # both ranks' predictions were gathered
     assert "AP50" in result.stdout
+
+
+def test_processes_spawns_local_ranks_without_torchrun(shapes_root, tmp_path):
+    """config.processes = 2: tools/train.py spawns two gloo ranks itself (the
+    default Shapes config trains this way on a 2-core CPU)."""
+    work_dir = tmp_path / "spawned"
+    command = [sys.executable, os.path.join(REPO, "tools", "train.py"), os.path.join(REPO, "configs", "ssd_shapes.py"),
+               "--work-dir", str(work_dir), "--no-progress", "--set", *ddp_overrides(shapes_root), "processes=2"]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    checkpoint = load_checkpoint(work_dir / "last.pth")
+    assert checkpoint["iteration"] == 2 and len(checkpoint["rng"]) == 2
+    assert "AP50" in result.stdout and "Grad strides do not match" not in result.stderr
+    bad = subprocess.run(command[:-1] + ["processes=2", "data.shapes.preset=nope"], capture_output=True, text=True,
+                         timeout=300)
+    assert bad.returncode == 1 and "data.shapes.preset must be one of" in bad.stderr
+    assert "Traceback" not in bad.stderr

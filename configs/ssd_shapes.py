@@ -16,6 +16,6 @@ config = Config(
                     num_workers=0, shapes=ShapesConfig(num_train=8000, num_val=200, image_size=128)),
     solver=SolverConfig(optimizer="adamw", lr=6e-3, weight_decay=1e-4),
     schedule=ScheduleConfig(epochs=14, warmup_iters=100, decay="cosine"),
-    eval=EvalConfig(period=14, metric="coco", key="AP50"),
+    eval=EvalConfig(period=7, metric="coco", key="AP50"),
     processes=2,
 )

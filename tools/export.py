@@ -34,7 +34,8 @@ def main(argv=None) -> int:
 
     model = load_model(args.checkpoint, "cpu")
     data = model.config.data
-    size = args.size or ((data.size, data.size) if data.augment in ("ssd", "light", "flips") else (data.min_size[0],) * 2)
+    square = data.augment in ("ssd", "light", "flips")  # SSD-style fixed square input
+    size = args.size or ((data.size, data.size) if square else (data.min_size[0],) * 2)
     out = args.out or os.path.splitext(args.checkpoint)[0] + (".onnx" if args.format == "onnx" else ".pt")
     export_model(model, out, size, args.format, args.opset)
     write_json_atomic(os.path.splitext(out)[0] + ".classes.json", list(model.classes))

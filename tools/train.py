@@ -28,11 +28,13 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    from detkit.engine import distributed as dist
     from detkit.engine.launch import launch
 
     config = load_tool_config(args.config, args.set)
     work_dir = args.work_dir or os.path.join("work_dirs", config.name)
-    processes = config.processes if (args.device or "cpu").startswith("cpu") else 1
+    on_cpu = dist.local_device(args.device).type == "cpu"
+    processes = config.processes if on_cpu else 1  # local ranks share CPU cores; GPUs take torchrun
     try:
         launch(run, processes, config, work_dir, args)
     except Exception as exc:
@@ -56,9 +58,10 @@ def _train(config, work_dir: str, args: argparse.Namespace) -> int:
 
     try:
         state = train(config, work_dir, resume=args.resume, device=args.device, progress=not args.no_progress)
+        main_rank = dist.is_main_process()
     finally:
         dist.cleanup()
-    if dist.get_rank() == 0 and state.last_metrics:
+    if main_rank and state.last_metrics:
         key = config.eval.key
         print(f"{config.name}: {key} {state.last_metrics.get(key, float('nan')):.4f} on the validation split "
               f"after {state.epoch} epochs (best {state.best:.4f}); outputs in {work_dir}")

@@ -230,7 +230,7 @@ def _coerce(text: str, hint: Any, key: str) -> Any:
 def _check_type(value: Any, base: Any, key: str) -> Any:
     if base is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
-    if base in (list, dict) and isinstance(value, tuple) and base is list:
+    if base is list and isinstance(value, tuple):
         return list(value)
     if not isinstance(value, base) or (base is int and isinstance(value, bool)):
         raise ConfigError(f"config key {key!r} expects {base.__name__}, got {value!r}")

@@ -6,12 +6,11 @@ import os
 from typing import Any, Sequence
 
 import cv2
-import numpy as np
-import torch
 from torch import nn
 
 from .api import detect
 from .data import read_image
+from .evaluation.coco import encode_masks
 from .jsonio import write_json_atomic
 from .viz import draw_detections, write_image
 
@@ -101,21 +100,10 @@ def detections_json(result: dict[str, Any]) -> dict[str, Any]:
     pixels; masks as COCO RLE)."""
     detections = []
     boxes, scores, labels = result["boxes"].tolist(), result["scores"].tolist(), result["labels"].tolist()
-    rles = _rles(result["masks"]) if "masks" in result else [None] * len(scores)
+    rles = encode_masks(result["masks"]) if "masks" in result else [None] * len(scores)
     for box, score, label, name, rle in zip(boxes, scores, labels, result["class_names"], rles):
         item = {"box": [round(v, 2) for v in box], "score": round(score, 5), "label": label, "class_name": name}
         if rle is not None:
             item["mask"] = rle
         detections.append(item)
     return {"detections": detections}
-
-
-def _rles(masks: torch.Tensor) -> list[dict]:
-    from pycocotools import mask as mask_utils
-
-    binary = (masks[:, 0] if masks.dim() == 4 else masks) >= 0.5
-    rles = []
-    for m in binary.cpu().numpy().astype(np.uint8):
-        rle = mask_utils.encode(np.asfortranarray(m))
-        rles.append({"size": list(rle["size"]), "counts": rle["counts"].decode("ascii")})
-    return rles

@@ -116,13 +116,16 @@ class ResizeShortestEdge:
         return _resize(image, target, int(round(h * scale)), int(round(w * scale)))
 
 
-def _flip_target(target: Target, w: int, masks: bool = True) -> Target:
+def _flip_target(target: Target, extent: int, masks: bool = True, vertical: bool = False) -> Target:
+    """Mirrors boxes (and masks) across the image's width, or its height with
+    vertical=True; `extent` is that width or height."""
     out = dict(target)
+    cols = [1, 3] if vertical else [0, 2]
     boxes = target["boxes"].copy()
-    boxes[:, [0, 2]] = w - target["boxes"][:, [2, 0]]
+    boxes[:, cols] = extent - target["boxes"][:, cols[::-1]]
     out["boxes"] = boxes
     if masks and "masks" in target:
-        out["masks"] = target["masks"][:, :, ::-1].copy()
+        out["masks"] = (target["masks"][:, ::-1, :] if vertical else target["masks"][:, :, ::-1]).copy()
     return out
 
 
@@ -139,16 +142,6 @@ class RandomHorizontalFlip:
         return cv2.flip(image, 1), _flip_target(target, image.shape[1])
 
 
-def _vflip_target(target: Target, h: int) -> Target:
-    out = dict(target)
-    boxes = target["boxes"].copy()
-    boxes[:, [1, 3]] = h - target["boxes"][:, [3, 1]]
-    out["boxes"] = boxes
-    if "masks" in target:
-        out["masks"] = target["masks"][:, ::-1, :].copy()
-    return out
-
-
 class RandomVerticalFlip:
     """Upside-down with probability p: for top-down or synthetic imagery,
     where an upside-down scene is still a plausible one."""
@@ -159,7 +152,7 @@ class RandomVerticalFlip:
     def __call__(self, image, target):
         if not _chance(self.p):
             return image, target
-        return cv2.flip(image, 0), _vflip_target(target, image.shape[0])
+        return cv2.flip(image, 0), _flip_target(target, image.shape[0], vertical=True)
 
 
 class PhotometricDistort:

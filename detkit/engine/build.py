@@ -49,9 +49,9 @@ def prepare_shapes(data: DataConfig) -> shapes.ShapesPaths:
     spec = data.shapes
     root = os.path.abspath(os.path.join(data.root, f"{spec.preset}_{spec.image_size}px_{spec.num_train}_"
                                                    f"{spec.num_val}_seed{spec.seed}"))
-    classes = shapes.PRESETS[spec.preset].classes if spec.preset in shapes.PRESETS else None
-    if classes is None:
+    if spec.preset not in shapes.PRESETS:
         raise ValueError(f"data.shapes.preset must be one of {sorted(shapes.PRESETS)}, got {spec.preset!r}")
+    classes = shapes.PRESETS[spec.preset].classes
     if not os.path.isdir(root):
         os.makedirs(os.path.dirname(root), exist_ok=True)
         tmp = tempfile.mkdtemp(prefix=".tmp-shapes-", dir=os.path.dirname(root))

@@ -369,11 +369,17 @@ def _json_ready(segm):
 
 
 def _encode_masks(pred: Mapping[str, Tensor], image_id) -> list:
-    from pycocotools import mask as mask_utils
-
     if "masks" not in pred:
         raise ValueError(f"prediction for image {image_id} has no 'masks', needed for iou_type='segm'")
-    masks = pred["masks"].detach().cpu()
+    return encode_masks(pred["masks"])
+
+
+def encode_masks(masks: Tensor) -> list[dict]:
+    """COCO RLEs, JSON-ready (counts as text), of masks: Tensor[N, (1,) H, W],
+    probabilities (foreground above 0.5) or 0/1."""
+    from pycocotools import mask as mask_utils
+
+    masks = masks.detach().cpu()
     if masks.dim() == 4:
         masks = masks[:, 0]
     binary = (masks > 0.5).numpy().astype(np.uint8) if masks.is_floating_point() else masks.numpy().astype(np.uint8)

@@ -61,11 +61,13 @@ def compiled(kernel: str, *tensors: Tensor) -> bool:
     return all(t.device.type == "cpu" and not t.requires_grad for t in tensors)
 
 
+_is_compiling = getattr(getattr(torch, "compiler", None), "is_compiling", lambda: False)  # torch >= 2.3
+
+
 def _tracing() -> bool:
     """Under torch.jit.trace, ONNX export or torch.compile the graph must hold
     torch ops, so the reference path runs (compiled kernels are opaque calls)."""
-    compiling = getattr(getattr(torch, "compiler", None), "is_compiling", lambda: False)
-    return torch.jit.is_tracing() or torch.onnx.is_in_onnx_export() or compiling()
+    return torch.jit.is_tracing() or torch.onnx.is_in_onnx_export() or _is_compiling()
 
 
 def num_threads() -> int:

@@ -26,29 +26,28 @@ def mask_boxes(masks):
     return np.array(out, dtype=np.float32).reshape(-1, 4)
 
 
-def test_flip_twice_is_identity_and_flip_moves_boxes_with_masks():
+def flip_round_trip(flip):
+    """Flips once (boxes must follow the masks) and back (everything must be
+    as it was); returns the original and the once-flipped pair."""
     image, target = sample()
-    flip = T.RandomHorizontalFlip(p=1.0)
     once_image, once = flip(image, target)
     assert np.array_equal(once["boxes"], mask_boxes(once["masks"]))
-    assert once["boxes"][0].tolist() == [55, 5, 75, 30]
     twice_image, twice = flip(once_image, once)
     assert np.array_equal(twice_image, image)
     for key in ("boxes", "labels", "masks"):
         assert np.array_equal(twice[key], target[key])
+    return image, target, once_image, once
+
+
+def test_flip_twice_is_identity_and_flip_moves_boxes_with_masks():
+    _, _, _, once = flip_round_trip(T.RandomHorizontalFlip(p=1.0))
+    assert once["boxes"][0].tolist() == [55, 5, 75, 30]
 
 
 def test_vertical_flip_moves_boxes_with_masks_and_undoes_itself():
-    image, target = sample()
-    flip = T.RandomVerticalFlip(p=1.0)
-    once_image, once = flip(image, target)
-    assert np.array_equal(once["boxes"], mask_boxes(once["masks"]))
+    image, target, once_image, once = flip_round_trip(T.RandomVerticalFlip(p=1.0))
     assert np.array_equal(once_image, image[::-1])
     assert np.array_equal(once["boxes"][:, [0, 2]], target["boxes"][:, [0, 2]])
-    twice_image, twice = flip(once_image, once)
-    assert np.array_equal(twice_image, image)
-    for key in ("boxes", "labels", "masks"):
-        assert np.array_equal(twice[key], target[key])
 
 
 def test_crop_keeps_only_objects_whose_centre_is_inside():

@@ -36,14 +36,14 @@ def parse_args(argv=None) -> argparse.Namespace:
 def main(argv=None) -> int:
     args = parse_args(argv)
     from detkit.api import load_model
-    from detkit.engine.report import evaluate_checkpoint
+    from detkit.engine.report import evaluate_model
 
     model = load_model(args.checkpoint, args.device)
     out = args.out or os.path.join(os.path.dirname(os.path.abspath(args.checkpoint)),
                                    "eval_" + os.path.splitext(os.path.basename(args.checkpoint))[0])
-    report = evaluate_checkpoint(model, out, data=args.data, images=args.images, ann=args.ann,
-                                 voc_root=args.voc_root, year=args.year, split=args.split,
-                                 iou_type=args.iou_type, num_images=args.num_images)
+    report = evaluate_model(model, out, data=args.data, images=args.images, ann=args.ann,
+                            voc_root=args.voc_root, year=args.year, split=args.split,
+                            iou_type=args.iou_type, num_images=args.num_images)
     print(report)
     print(f"written to {out}")
     return 0

@@ -4,7 +4,7 @@ from __future__ import annotations
 import math
 import os
 from collections import defaultdict
-from typing import Any, Callable, Optional
+from typing import Callable, Optional
 
 import numpy as np
 
@@ -12,7 +12,7 @@ from ..jsonio import load_json
 from .images import read_image
 from .problems import AnnotationProblems
 
-Target = dict[str, Any]
+from ..targets import NumpyTarget
 
 
 class CocoDetection:
@@ -89,7 +89,7 @@ class CocoDetection:
     def __len__(self) -> int:
         return len(self.ids)
 
-    def __getitem__(self, index: int) -> tuple[np.ndarray, Target]:
+    def __getitem__(self, index: int) -> tuple[np.ndarray, NumpyTarget]:
         image_id = self.ids[index]
         info = self.images[image_id]
         path = os.path.join(self.image_root, info["file_name"])
@@ -102,7 +102,7 @@ class CocoDetection:
             image, target = self.transforms(image, target)
         return image, target
 
-    def target(self, image_id: int) -> Target:
+    def target(self, image_id: int) -> NumpyTarget:
         """The target of one image, before transforms."""
         info = self.images[image_id]
         anns = self._annotations.get(image_id, [])

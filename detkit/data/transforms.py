@@ -8,13 +8,14 @@ torch.manual_seed makes reproducible.
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Optional, Sequence, Union
+from typing import Callable, Optional, Sequence, Union
 
 import cv2
 import numpy as np
 import torch
 
-Target = dict[str, Any]
+from ..targets import NumpyTarget
+
 # Target entries with one row per object; everything else (image_id, ...) is left alone.
 PER_OBJECT = ("boxes", "labels", "iscrowd", "difficult", "masks", "scores")
 
@@ -27,7 +28,7 @@ def _chance(p: float) -> bool:
     return float(torch.rand(())) < p
 
 
-def _keep(target: Target, keep: np.ndarray) -> Target:
+def _keep(target: NumpyTarget, keep: np.ndarray) -> NumpyTarget:
     """The target restricted to the objects where `keep` is true."""
     out = dict(target)
     for key in PER_OBJECT:
@@ -36,7 +37,7 @@ def _keep(target: Target, keep: np.ndarray) -> Target:
     return out
 
 
-def _drop_degenerate(target: Target) -> Target:
+def _drop_degenerate(target: NumpyTarget) -> NumpyTarget:
     boxes = target["boxes"]
     keep = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
     return target if keep.all() else _keep(target, keep)
@@ -46,7 +47,7 @@ class Compose:
     def __init__(self, transforms: Sequence[Callable]):
         self.transforms = list(transforms)
 
-    def __call__(self, image, target: Target):
+    def __call__(self, image, target: NumpyTarget):
         for t in self.transforms:
             image, target = t(image, target)
         return image, target
@@ -68,7 +69,7 @@ class ConvertColor:
         return cv2.cvtColor(image, self.code), target
 
 
-def _resize_target(target: Target, h: int, w: int, height: int, width: int, masks: bool = True) -> Target:
+def _resize_target(target: NumpyTarget, h: int, w: int, height: int, width: int, masks: bool = True) -> NumpyTarget:
     """Boxes (and masks) of an h x w image resized to height x width."""
     out = dict(target)
     scale = np.array([width / w, height / h, width / w, height / h], dtype=np.float32)
@@ -83,7 +84,7 @@ def _resize_target(target: Target, h: int, w: int, height: int, width: int, mask
     return out
 
 
-def _resize(image, target: Target, height: int, width: int):
+def _resize(image, target: NumpyTarget, height: int, width: int):
     h, w = image.shape[:2]
     return (cv2.resize(image, (width, height), interpolation=cv2.INTER_LINEAR),
             _resize_target(target, h, w, height, width))
@@ -116,7 +117,7 @@ class ResizeShortestEdge:
         return _resize(image, target, int(round(h * scale)), int(round(w * scale)))
 
 
-def _flip_target(target: Target, extent: int, masks: bool = True, vertical: bool = False) -> Target:
+def _flip_target(target: NumpyTarget, extent: int, masks: bool = True, vertical: bool = False) -> NumpyTarget:
     """Mirrors boxes (and masks) across the image's width, or its height with
     vertical=True; `extent` is that width or height."""
     out = dict(target)
@@ -198,7 +199,7 @@ class PhotometricDistort:
         return image, target
 
 
-def _expand_target(target: Target, top: int, left: int, new_h: int, new_w: int, masks: bool = True) -> Target:
+def _expand_target(target: NumpyTarget, top: int, left: int, new_h: int, new_w: int, masks: bool = True) -> NumpyTarget:
     out = dict(target)
     out["boxes"] = target["boxes"] + np.array([left, top, left, top], dtype=np.float32)
     if masks and "masks" in target:
@@ -289,12 +290,12 @@ class MinIoURandomCrop:
         return self._crop(image, target, *params)
 
     @staticmethod
-    def _crop(image, target: Target, crop: np.ndarray, inside: np.ndarray):
+    def _crop(image, target: NumpyTarget, crop: np.ndarray, inside: np.ndarray):
         x1, y1, x2, y2 = (int(v) for v in crop)
         return np.ascontiguousarray(image[y1:y2, x1:x2]), _crop_target(target, crop, inside)
 
 
-def _crop_target(target: Target, crop: np.ndarray, inside: np.ndarray, masks: bool = True) -> Target:
+def _crop_target(target: NumpyTarget, crop: np.ndarray, inside: np.ndarray, masks: bool = True) -> NumpyTarget:
     x1, y1, x2, y2 = (int(v) for v in crop)
     out = _keep(target, inside)
     boxes = out["boxes"].copy()

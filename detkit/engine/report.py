@@ -1,4 +1,4 @@
-"""Evaluating a loaded checkpoint and writing its report files (tools/eval.py)."""
+"""Evaluating a loaded model and writing its report files (tools/eval.py)."""
 from __future__ import annotations
 
 import os
@@ -12,9 +12,9 @@ from .build import build_datasets, eval_transforms
 from .evaluate import _only_images, predict, score
 
 
-def evaluate_checkpoint(model: nn.Module, out: str, data: str = "config", images: Optional[str] = None,
-                        ann: Optional[str] = None, voc_root: Optional[str] = None, year: str = "2007",
-                        split: str = "test", iou_type: Optional[str] = None, num_images: int = 0) -> str:
+def evaluate_model(model: nn.Module, out: str, data: str = "config", images: Optional[str] = None,
+                   ann: Optional[str] = None, voc_root: Optional[str] = None, year: str = "2007",
+                   split: str = "test", iou_type: Optional[str] = None, num_images: int = 0) -> str:
     """Scores a model from `detkit.load_model` and writes metrics.json,
     results.json (COCO) and pr_curves.png into `out`; returns the printed report.
 

@@ -30,7 +30,7 @@ from .build import LRSchedule, build_datasets, build_model, build_optimizer
 from .checkpoint import (CheckpointError, load_checkpoint, load_model_state, rng_state, save_checkpoint,
                          set_rng_state)
 from .evaluate import evaluate, key_metric, summary
-from .logging import MetricsLog, write_outputs
+from .outputs import MetricsLog, write_outputs
 
 
 class NonFiniteLossError(FloatingPointError):

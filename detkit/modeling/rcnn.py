@@ -10,7 +10,7 @@ from torch import Tensor, nn
 from .roi_heads import paste_masks
 from .transform import ChannelsLast, DetectionTransform, check_images, check_targets
 
-Target = dict[str, Tensor]
+from ..targets import TensorTarget
 
 
 class FasterRCNN(ChannelsLast, nn.Module):
@@ -40,7 +40,7 @@ class FasterRCNN(ChannelsLast, nn.Module):
         heads = [self.roi_heads.mask_head, self.roi_heads.mask_predictor]
         return [self.backbone, self.rpn.head] + [h for h in heads if h is not None]
 
-    def forward(self, images: list[Tensor], targets: Optional[list[Target]] = None):
+    def forward(self, images: list[Tensor], targets: Optional[list[TensorTarget]] = None):
         check_images(images)
         if self.training:
             check_targets(targets, len(images), self.num_classes, masks=self.roi_heads.mask_head is not None,

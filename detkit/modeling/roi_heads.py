@@ -11,7 +11,7 @@ from torchvision.ops import MultiScaleRoIAlign, roi_align, roi_pool
 from .. import ops
 from .rpn import encode_matched
 
-Target = dict[str, Tensor]
+from ..targets import TensorTarget
 
 
 class SingleScaleRoIPool(nn.Module):
@@ -134,7 +134,7 @@ class RoIHeads(nn.Module):
         chosen = logits[torch.arange(len(mask_labels), device=mask_labels.device), mask_labels]
         return F.binary_cross_entropy_with_logits(chosen, mask_targets)
 
-    def add_masks(self, features, detections: list[Target], image_sizes) -> None:
+    def add_masks(self, features, detections: list[TensorTarget], image_sizes) -> None:
         boxes = [d["boxes"] for d in detections]
         probs = self._mask_logits(features, boxes, image_sizes).sigmoid()
         labels = torch.cat([d["labels"] for d in detections])
@@ -142,7 +142,7 @@ class RoIHeads(nn.Module):
         for det, mask in zip(detections, probs.split([len(b) for b in boxes])):
             det["masks"] = mask
 
-    def sample_proposals(self, proposals: list[Tensor], targets: list[Target]):
+    def sample_proposals(self, proposals: list[Tensor], targets: list[TensorTarget]):
         """Adds the GT boxes to the proposals, matches and samples them."""
         proposals = [torch.cat((p, t["boxes"].to(p.dtype))) for p, t in zip(proposals, targets)]
         labels, matched_boxes, matched_index = [], [], []
@@ -196,7 +196,7 @@ def _project_masks(gt_masks: Tensor, boxes: Tensor, gt_index: Tensor, size: int)
     return roi_align(gt_masks[:, None].to(rois), rois, (size, size), 1.0)[:, 0]
 
 
-def paste_masks(detections: list[Target], original_sizes) -> None:
+def paste_masks(detections: list[TensorTarget], original_sizes) -> None:
     """28x28 mask probabilities -> [N, 1, H, W] at the original image size."""
     for det, size in zip(detections, original_sizes):
         if "masks" in det:

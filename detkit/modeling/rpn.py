@@ -8,7 +8,7 @@ from torch import Tensor, nn
 from .. import ops
 from .anchor_maps import flatten_anchor_maps
 
-Target = dict[str, Tensor]
+from ..targets import TensorTarget
 
 
 class RPNHead(nn.Module):
@@ -107,7 +107,7 @@ class RegionProposalNetwork(nn.Module):
             final_scores.append(scores[keep])
         return final_boxes, final_scores
 
-    def assign_targets(self, anchors: list[Tensor], targets: list[Target]):
+    def assign_targets(self, anchors: list[Tensor], targets: list[TensorTarget]):
         labels, matched = [], []
         for image_anchors, target in zip(anchors, targets):
             gt = target["boxes"]

@@ -16,12 +16,12 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .anchor_maps import flatten_anchor_maps
-from .init import xavier_init
+from .initializers import xavier_init
 
 from .. import ops
 from .transform import ChannelsLast, DetectionTransform, check_images, check_targets
 
-Target = dict[str, Tensor]
+from ..targets import TensorTarget
 
 
 class ScoringHead(nn.Module):
@@ -90,7 +90,7 @@ class SSD(ChannelsLast, nn.Module):
         self.neg_to_pos_ratio = (1.0 - positive_fraction) / positive_fraction
         self.channels_last = channels_last
 
-    def forward(self, images: list[Tensor], targets: Optional[list[Target]] = None):
+    def forward(self, images: list[Tensor], targets: Optional[list[TensorTarget]] = None):
         check_images(images)
         if self.training:
             check_targets(targets, len(images), self.num_classes)
@@ -114,7 +114,7 @@ class SSD(ChannelsLast, nn.Module):
     def _conv_modules(self) -> list[nn.Module]:
         return [self.backbone, self.head]
 
-    def compute_loss(self, targets: list[Target], head_outputs: dict[str, Tensor], anchors: list[Tensor]):
+    def compute_loss(self, targets: list[TensorTarget], head_outputs: dict[str, Tensor], anchors: list[Tensor]):
         """Smooth-L1 over matched anchors plus cross-entropy over the matched
         and the 3:1 hardest negative anchors, both divided by the matches."""
         bbox_regression, cls_logits = head_outputs["bbox_regression"], head_outputs["cls_logits"]
@@ -141,7 +141,7 @@ class SSD(ChannelsLast, nn.Module):
                 "classification": (cls_loss[foreground].sum() + cls_loss[hard_negatives].sum()) / n}
 
     def postprocess_detections(self, head_outputs: dict[str, Tensor], anchors: list[Tensor],
-                               image_sizes: list[tuple[int, int]]) -> list[Target]:
+                               image_sizes: list[tuple[int, int]]) -> list[TensorTarget]:
         """Per class: scores above score_thresh, the top topk_candidates; then
         per-class NMS and the best detections_per_img. Vectorised over classes
         (torchvision loops over them in Python)."""

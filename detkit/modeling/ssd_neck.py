@@ -7,7 +7,7 @@ from collections import OrderedDict
 
 from torch import Tensor, nn
 
-from .init import xavier_init
+from .initializers import xavier_init
 
 
 class SSDNeck(nn.Module):

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torchvision.models.detection.image_list import ImageList
 
-Target = dict[str, Tensor]
+from ..targets import TensorTarget
 
 
 def check_images(images: Sequence[Tensor]) -> None:
@@ -33,7 +33,7 @@ def check_images(images: Sequence[Tensor]) -> None:
             raise ValueError(f"images[{i}] contains NaN or inf")
 
 
-def check_targets(targets: Sequence[Target], num_images: int, num_classes: int, masks: bool = False,
+def check_targets(targets: Sequence[TensorTarget], num_images: int, num_classes: int, masks: bool = False,
                   images: Optional[Sequence[Tensor]] = None) -> None:
     """Targets: one dict per image with boxes Tensor[N, 4] (x2 > x1, y2 > y1)
     and int64 labels in 1..num_classes-1; with masks, "masks" [N, H, W] of the
@@ -85,7 +85,7 @@ class DetectionTransform(nn.Module):
         self.image_mean, self.image_std = list(image_mean), list(image_std)
         self.size_divisible, self.fixed_size = size_divisible, fixed_size
 
-    def forward(self, images: list[Tensor], targets: Optional[list[Target]] = None):
+    def forward(self, images: list[Tensor], targets: Optional[list[TensorTarget]] = None):
         targets = [dict(t) for t in targets] if targets is not None else None
         resized = []
         for i, image in enumerate(images):
@@ -133,7 +133,7 @@ class DetectionTransform(nn.Module):
             batched[i, :, : img.shape[1], : img.shape[2]].copy_(img)
         return batched
 
-    def postprocess(self, detections: list[Target], image_sizes, original_sizes) -> list[Target]:
+    def postprocess(self, detections: list[TensorTarget], image_sizes, original_sizes) -> list[TensorTarget]:
         for det, size, original in zip(detections, image_sizes, original_sizes):
             det["boxes"] = resize_boxes(det["boxes"], size, original)
         return detections

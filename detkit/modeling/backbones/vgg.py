@@ -12,7 +12,7 @@ from torch import Tensor, nn
 
 from .width import scaled_channels
 
-from ..init import xavier_init
+from ..initializers import xavier_init
 
 VGG16_CONFIG = (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M")
 

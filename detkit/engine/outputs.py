@@ -1,4 +1,5 @@
-"""The metrics log (JSON lines) and the files a finished run leaves behind."""
+"""What a training run writes into its work dir: the metrics log (JSON lines),
+the training curves and validation images with their predictions drawn."""
 from __future__ import annotations
 
 import json

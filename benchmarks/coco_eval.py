@@ -24,7 +24,7 @@ import numpy as np
 
 from detkit.evaluation import COCOEvaluator
 from detkit.evaluation.coco import STAT_NAMES
-from detkit.evaluation.synthetic import synthetic_coco
+from detkit.testing import synthetic_coco
 
 
 def run_pycocotools(gt, results):

@@ -30,7 +30,7 @@ import torch
 
 from detkit.data import CocoDetection, shapes
 from detkit.data import transforms as T
-from detkit.evaluation.synthetic import synthetic_coco
+from detkit.testing import synthetic_coco
 
 MEAN_FILL = (124, 116, 104)
 

@@ -24,7 +24,7 @@ from torchvision.models.detection import anchor_utils as tv_anchors
 from torchvision.models.detection.image_list import ImageList
 
 from detkit import ops
-from detkit.ops.synthetic import clustered_boxes, random_boxes
+from detkit.testing import clustered_boxes, random_boxes
 
 
 @dataclass

@@ -10,7 +10,7 @@ from torch import nn
 
 from .api import detect
 from .data import read_image
-from .evaluation.coco import encode_masks
+from .rle import encode_masks
 from .jsonio import write_json_atomic
 from .viz import draw_detections, write_image
 

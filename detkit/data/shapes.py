@@ -21,6 +21,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from ..rle import encode_masks
+
 BASIC_CLASSES = ("circle", "square", "triangle", "hexagon", "star")
 HARD_CLASSES = BASIC_CLASSES + ("ellipse", "cross", "ring")
 
@@ -190,17 +192,15 @@ def _pixel_box(mask: np.ndarray) -> tuple[int, int, int, int]:
 
 
 def _coco_annotations(image_id: int, objects: list[_Object], first_id: int) -> list[dict]:
-    from pycocotools import mask as mask_utils
-
     out = []
     for n, obj in enumerate(objects):
         c0, r0, c1, r1 = _pixel_box(obj.mask)
-        rle = mask_utils.encode(np.asfortranarray(obj.mask))
+        rle = encode_masks(obj.mask[None])[0]
         out.append({
             "id": first_id + n + 1, "image_id": image_id, "category_id": obj.label,
             "bbox": [c0, r0, c1 - c0 + 1, r1 - r0 + 1],  # pixel-aligned: covers pixels c0..c1
             "area": int(obj.mask.sum()), "iscrowd": 0,
-            "segmentation": {"size": list(rle["size"]), "counts": rle["counts"].decode("ascii")},
+            "segmentation": rle,
         })
     return out
 

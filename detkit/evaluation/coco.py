@@ -19,6 +19,7 @@ import numpy as np
 from torch import Tensor
 
 from ..jsonio import load_json, write_json_atomic
+from ..rle import encode_masks, rle_to_json
 from . import _kernels
 
 IOU_TYPES = ("bbox", "segm")
@@ -353,7 +354,7 @@ class COCOEvaluator:
                       "bbox": [float(v) for v in boxes[i]], "score": float(scores[i])}
             segm = self._dets.segmentations[i]
             if segm is not None:
-                record["segmentation"] = _json_ready(segm)
+                record["segmentation"] = rle_to_json(segm)
             records.append(record)
         return records
 
@@ -362,28 +363,10 @@ class COCOEvaluator:
         write_json_atomic(path, self.results())
 
 
-def _json_ready(segm):
-    if isinstance(segm, Mapping) and isinstance(segm.get("counts"), bytes):
-        return {**segm, "counts": segm["counts"].decode("ascii")}
-    return segm
-
-
 def _encode_masks(pred: Mapping[str, Tensor], image_id) -> list:
     if "masks" not in pred:
         raise ValueError(f"prediction for image {image_id} has no 'masks', needed for iou_type='segm'")
     return encode_masks(pred["masks"])
-
-
-def encode_masks(masks: Tensor) -> list[dict]:
-    """COCO RLEs, JSON-ready (counts as text), of masks: Tensor[N, (1,) H, W],
-    probabilities (foreground above 0.5) or 0/1."""
-    from pycocotools import mask as mask_utils
-
-    masks = masks.detach().cpu()
-    if masks.dim() == 4:
-        masks = masks[:, 0]
-    binary = (masks > 0.5).numpy().astype(np.uint8) if masks.is_floating_point() else masks.numpy().astype(np.uint8)
-    return [_json_ready(mask_utils.encode(np.asfortranarray(m))) for m in binary]
 
 
 def _mean_defined(values: np.ndarray) -> float:

@@ -12,7 +12,7 @@ from detkit.config import apply_overrides
 from detkit.engine import CheckpointError, NonFiniteLossError, load_checkpoint, train
 from detkit.engine import trainer as trainer_module
 
-from tests.conftest import REPO, tiny_ssd_config
+from tests.helpers import REPO, tiny_ssd_config
 
 
 def records(work_dir, kind=None):

@@ -13,7 +13,7 @@ import torch
 import detkit
 from detkit.engine import load_checkpoint
 from detkit.engine.build import prepare_shapes
-from tests.conftest import REPO
+from tests.helpers import REPO
 
 TOOLS = os.path.join(REPO, "tools")
 

@@ -1,8 +1,48 @@
-"""A synthetic COCO ground truth and detections for tests and benchmarks:
-reproducible for a seed, with the cases that trip evaluators up."""
+"""Reproducible synthetic inputs for testing detection code, like torch.testing.
+
+detkit's own tests and benchmarks use these, and so can a user testing a
+detector, a post-processing step or an evaluation script of their own: valid
+random boxes (x2 > x1, y2 > y1), detector-like clusters with distinct scores,
+and a COCO ground truth with result records that hold the cases evaluators get
+wrong (crowd regions, tied scores, more than 100 detections per image, images
+without detections or without ground truth, a category without ground truth).
+Every generator is deterministic for its seed.
+"""
 from __future__ import annotations
 
 import numpy as np
+import torch
+from torch import Tensor
+
+from .rle import encode_masks
+
+
+def random_boxes(n: int, size: float = 1000.0, max_side: float = 200.0, seed: int = 0,
+                 dtype: torch.dtype = torch.float32) -> Tensor:
+    """Tensor[n, 4] (x1, y1, x2, y2): uniform corners, sides in [0, max_side)."""
+    g = torch.Generator().manual_seed(seed)
+    xy = torch.rand(n, 2, generator=g, dtype=torch.float64) * size
+    wh = torch.rand(n, 2, generator=g, dtype=torch.float64) * max_side
+    return torch.cat([xy, xy + wh], dim=1).to(dtype)
+
+
+def clustered_boxes(n: int, centers: int = 250, size: float = 1000.0, seed: int = 0,
+                    dtype: torch.dtype = torch.float32) -> tuple[Tensor, Tensor]:
+    """Detector-like output: n boxes jittered around `centers` objects.
+
+    Returns boxes: Tensor[n, 4] (x1, y1, x2, y2) and scores: Tensor[n], a
+    random permutation of distinct values in (0, 1] (no ties, so any two
+    correct NMS implementations keep the same indices in the same order).
+    """
+    g = torch.Generator().manual_seed(seed)
+    centre = torch.rand(centers, 2, generator=g, dtype=torch.float64) * size
+    side = 16 + torch.rand(centers, 2, generator=g, dtype=torch.float64) * 200
+    obj = torch.randint(0, centers, (n,), generator=g)
+    ctr = centre[obj] + torch.randn(n, 2, generator=g, dtype=torch.float64) * side[obj] * 0.1
+    wh = side[obj] * (1 + 0.1 * torch.randn(n, 2, generator=g, dtype=torch.float64)).clamp(min=0.5)
+    boxes = torch.cat([ctr - wh / 2, ctr + wh / 2], dim=1).to(dtype)
+    scores = ((torch.randperm(n, generator=g) + 1).to(torch.float64) / n).to(dtype)
+    return boxes, scores
 
 
 def synthetic_coco(num_images: int = 50, num_categories: int = 8, max_gt: int = 14, dets_per_image: int = 100,
@@ -69,12 +109,9 @@ def synthetic_coco(num_images: int = 50, num_categories: int = 8, max_gt: int = 
 
 
 def _box_rle(box, height: int, width: int) -> dict:
-    from pycocotools import mask as mask_utils
-
+    """A JSON-ready RLE of the mask filling the left 90% of `box` (xywh)."""
     x, y, w, h = box
-    mask = np.zeros((height, width), dtype=np.uint8, order="F")
+    mask = np.zeros((1, height, width), dtype=np.uint8)
     x0, y0 = int(max(0, x)), int(max(0, y))
-    mask[y0:int(min(height, y + h)), x0:int(min(width, x + w * 0.9))] = 1
-    rle = mask_utils.encode(mask)
-    rle["counts"] = rle["counts"].decode("ascii")
-    return rle
+    mask[0, y0:int(min(height, y + h)), x0:int(min(width, x + w * 0.9))] = 1
+    return encode_masks(mask)[0]

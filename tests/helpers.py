@@ -1,0 +1,21 @@
+"""Helpers that tests import (fixtures live in conftest.py)."""
+import os
+
+from detkit.config import Config, DataConfig, EvalConfig, ModelConfig, ScheduleConfig, ShapesConfig, SolverConfig
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def tiny_ssd_config(shapes_root: str, **schedule) -> Config:
+    """A quarter-width SSD on 12 Shapes images: a few seconds an epoch."""
+    return Config(
+        name="tiny_ssd",
+        model=ModelConfig(name="ssd300_resnet18", options={"width": 0.25, "size": 96}),
+        data=DataConfig(format="shapes", root=shapes_root, augment="ssd", size=96, batch_size=4, num_workers=1,
+                        shapes=ShapesConfig(num_train=12, num_val=4, image_size=96, seed=3)),
+        solver=SolverConfig(optimizer="adamw", lr=1e-3, clip_grad_norm=10.0),
+        schedule=ScheduleConfig(**{"epochs": 2, "warmup_iters": 2, "decay": "cosine", **schedule}),
+        eval=EvalConfig(period=1, metric="coco", key="AP50", vis_images=2),
+        log_period=1,
+        keep_checkpoints=5,
+    )

@@ -101,6 +101,13 @@ class EvalConfig:
 
 
 @dataclass
+class CheckpointConfig:
+    # Also write last.pth every N iterations, so a kill loses at most N steps; --resume continues
+    # mid-epoch exactly. 0: only at the end of each epoch.
+    period_iters: int = 0
+
+
+@dataclass
 class Config:
     name: str = "detkit"
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -111,6 +118,7 @@ class Config:
     seed: int = 0
     log_period: int = 20  # iterations between metric log lines
     keep_checkpoints: int = 1  # per-epoch checkpoints kept beside last.pth and best.pth
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     # Local DDP ranks on the CPU when not started by torchrun (tools/train.py spawns them; each gets
     # an equal share of the threads). data.batch_size is per rank.
     processes: int = 1
@@ -139,6 +147,9 @@ class Config:
         for key, value in positive:
             if not value > 0:
                 raise ConfigError(f"{where}: {key} must be positive, got {value!r}")
+        if self.checkpoint.period_iters < 0:
+            raise ConfigError(f"{where}: checkpoint.period_iters must be 0 (once per epoch) or positive, "
+                              f"got {self.checkpoint.period_iters!r}")
         return self
 
 

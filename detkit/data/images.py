@@ -15,8 +15,9 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
 
     Grayscale and 4-channel images are converted to RGB. Raises
     FileNotFoundError for a missing file and ValueError, naming the file, for
-    one that cannot be decoded or is truncated (OpenCV would otherwise return
-    a silently half-grey picture for a cut-off JPEG).
+    one that is empty, cannot be decoded or is truncated (OpenCV would
+    otherwise assert on an empty buffer and return a silently half-grey
+    picture for a cut-off JPEG).
     """
     path = os.fspath(path)
     try:
@@ -24,9 +25,14 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
             data = f.read()
     except FileNotFoundError:
         raise FileNotFoundError(f"image file not found: {path}") from None
+    if not data:
+        raise ValueError(f"{path}: empty image file (0 bytes)")
     if _is_truncated(data):
         raise ValueError(f"{path}: truncated image file (no end marker)")
-    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    try:
+        image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    except cv2.error as exc:  # e.g. a header claiming more pixels than OpenCV allows
+        raise ValueError(f"{path}: not a readable image (OpenCV check failed: {exc.err})") from None
     if image is None:
         raise ValueError(f"{path}: not a readable image")
     if image.dtype != np.uint8:

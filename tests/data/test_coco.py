@@ -1,5 +1,7 @@
 import json
 import os
+import struct
+import zlib
 
 import cv2
 import numpy as np
@@ -111,6 +113,12 @@ def test_truncated_unreadable_and_odd_images(tmp_path):
     (tmp_path / "junk.jpg").write_bytes(b"this is not an image")
     with pytest.raises(ValueError, match=r"junk\.jpg: not a readable image"):
         read_image(tmp_path / "junk.jpg")
+    (tmp_path / "empty.png").write_bytes(b"")  # OpenCV itself asserts on an empty buffer
+    with pytest.raises(ValueError, match=r"empty\.png: empty image file \(0 bytes\)"):
+        read_image(tmp_path / "empty.png")
+    (tmp_path / "huge.png").write_bytes(png_header(100_000, 100_000))  # OpenCV refuses its pixel count
+    with pytest.raises(ValueError, match=r"huge\.png: not a readable image \(OpenCV check failed"):
+        read_image(tmp_path / "huge.png")
     cv2.imwrite(str(tmp_path / "gray.png"), np.full((8, 9), 77, np.uint8))
     cv2.imwrite(str(tmp_path / "rgba.png"), np.full((8, 9, 4), (10, 20, 30, 255), np.uint8))
     assert read_image(tmp_path / "gray.png").shape == (8, 9, 3)
@@ -119,3 +127,16 @@ def test_truncated_unreadable_and_odd_images(tmp_path):
     cv2.imwrite(str(tmp_path / "sizes" / "x.png"), np.zeros((40, 60, 3), np.uint8))
     with pytest.raises(ValueError, match=r"x\.png: image is 60x40 but .* says 61x40"):
         CocoDetection(tmp_path / "sizes", path)[0]
+    (tmp_path / "sizes" / "x.png").write_bytes(b"")
+    with pytest.raises(ValueError, match=r"sizes/x\.png: empty image file"):
+        CocoDetection(tmp_path / "sizes", path)[0]
+
+
+def png_header(width, height):
+    """A PNG whose IHDR claims width x height RGB pixels, with one tiny IDAT."""
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    pixels = zlib.compress(b"\0" * 16)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", pixels) + chunk(b"IEND", b"")

@@ -89,15 +89,20 @@ def test_box_iou_matches_reference_and_torchvision(shape, dtype):
     torch.testing.assert_close(giou, torchvision.ops.generalized_box_iou(a, b), rtol=1e-6, atol=1e-6)
 
 
+@pytest.mark.skipif(ops.backend()["box_iou"] != "cpp", reason="the C++ kernel is the threaded one")
 def test_box_iou_threads_give_identical_results():
-    a, b = random_boxes(700, seed=3), random_boxes(600, seed=4)  # large enough to use threads
+    a, b = random_boxes(700, seed=3), random_boxes(600, seed=4)  # 420k pairs: above the kernel's 2^18 for threads
     before = torch.get_num_threads()
+    by_threads = {}
     try:
-        torch.set_num_threads(1)
-        single = ops.box_iou(a, b)
+        for threads in (1, 2, 3):  # 3: rows do not split evenly
+            torch.set_num_threads(threads)
+            assert torch.get_num_threads() == threads
+            by_threads[threads] = ops.box_iou(a, b)
     finally:
         torch.set_num_threads(before)
-    assert torch.equal(single, ops.box_iou(a, b))
+    assert torch.equal(by_threads[1], by_threads[2]) and torch.equal(by_threads[1], by_threads[3])
+    torch.testing.assert_close(by_threads[2], B._box_iou_reference(a, b), rtol=0, atol=0)
 
 
 def test_zero_area_boxes_have_iou_zero_not_nan():

@@ -40,6 +40,19 @@ def assert_identical(metrics, E):
     assert np.array_equal(metrics.precision, E.eval["precision"])
     assert np.array_equal(metrics.recall, E.eval["recall"])
     assert np.array_equal(metrics.scores, E.eval["scores"])
+    assert metrics.per_category == pycocotools_per_category(E)
+
+
+def pycocotools_per_category(E):
+    """Category name -> AP as pycocotools' summarize() averages it: precision
+    at IoU .50:.95, all areas, 100 detections, over the defined (> -1) entries;
+    -1 for a category without ground truth."""
+    per_category = {}
+    for k, cat_id in enumerate(E.params.catIds):
+        precision = E.eval["precision"][:, :, k, 0, -1]
+        defined = precision[precision > -1]
+        per_category[E.cocoGt.cats[cat_id]["name"]] = float(np.mean(defined)) if defined.size else -1.0
+    return per_category
 
 
 @pytest.mark.parametrize(

@@ -65,8 +65,12 @@ def test_detect_on_a_batch_matches_one_by_one(checkpoint, images):
     assert len(batch) == len(images)
     for path, result in zip(images, batch):
         single = detkit.detect(path, checkpoint, score_threshold=0.0)[0]
-        assert torch.allclose(result["scores"], single["scores"], atol=1e-5)
+        assert len(single["scores"]) > 0 and result["boxes"].shape == single["boxes"].shape
+        # Batched convolutions may round differently: equal up to float noise, in the same order.
+        torch.testing.assert_close(result["boxes"], single["boxes"], rtol=0, atol=1e-3)
+        torch.testing.assert_close(result["scores"], single["scores"], rtol=0, atol=1e-5)
         assert torch.equal(result["labels"], single["labels"])
+        assert result["class_names"] == single["class_names"]
 
 
 def test_score_threshold_and_class_names(checkpoint, images):

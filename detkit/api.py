@@ -15,7 +15,15 @@ from .engine.checkpoint import CheckpointError, checkpoint_classes, load_checkpo
 
 ImageInput = Union[str, os.PathLike, np.ndarray, torch.Tensor, Any]  # Any: a PIL image
 
-_CACHE: dict[tuple, nn.Module] = {}  # detect() reloads a checkpoint only when the file changed
+# detect(images, "model.pth") in a loop must not reload the file for every call: it keeps
+# the one model it loaded last, keyed by (path, file modification time, device), and
+# reloads when any of them changes. clear_model_cache() frees it.
+_MODEL_CACHE: dict[tuple, nn.Module] = {}
+
+
+def clear_model_cache() -> None:
+    """Frees the model that detect() keeps from the checkpoint path it was last given."""
+    _MODEL_CACHE.clear()
 
 
 def load_model(checkpoint: Union[str, os.PathLike], device: Optional[Union[str, torch.device]] = None) -> nn.Module:
@@ -46,7 +54,9 @@ def detect(images: Union[ImageInput, Sequence[ImageInput]], checkpoint: Union[st
 
     images: file paths, H x W x 3 uint8 numpy arrays (RGB; BGR as OpenCV reads
         them with bgr=True), PIL images, or float tensors [3, H, W] in [0, 1].
-    checkpoint: a detkit checkpoint path, or a model from load_model.
+    checkpoint: a detkit checkpoint path, or a model from load_model. The
+        model of the last path is kept in memory (one model) until the path,
+        the file or the device changes or clear_model_cache() is called.
     Returns one dict per image: {"boxes": Tensor[N, 4] (x1, y1, x2, y2) in the
     image's pixels, "scores": Tensor[N], "labels": Tensor[N] (1..K),
     "class_names": list[str], and "masks": Tensor[N, 1, H, W] for Mask R-CNN},
@@ -72,10 +82,10 @@ def _cached_model(checkpoint, device) -> nn.Module:
     path = os.path.abspath(os.fspath(checkpoint))
     stamp = os.stat(path).st_mtime_ns if os.path.exists(path) else None
     key = (path, stamp, str(device))
-    if key not in _CACHE:
-        _CACHE.clear()
-        _CACHE[key] = load_model(path, device)
-    return _CACHE[key]
+    if key not in _MODEL_CACHE:
+        _MODEL_CACHE.clear()  # free the old model before loading the new one
+        _MODEL_CACHE[key] = load_model(path, device)
+    return _MODEL_CACHE[key]
 
 
 def to_tensor(image: ImageInput, bgr: bool = False, name: str = "image") -> torch.Tensor:

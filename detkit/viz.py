@@ -8,6 +8,8 @@ import cv2
 import numpy as np
 import torch
 
+from .jsonio import atomic_write
+
 # Well-separated colours (RGB), cycled by label.
 _PALETTE = np.array([(230, 25, 75), (60, 180, 75), (0, 130, 200), (245, 130, 48), (145, 30, 180), (70, 240, 240),
                      (240, 50, 230), (210, 245, 60), (0, 128, 128), (170, 110, 40), (128, 0, 0), (0, 0, 128)],
@@ -67,14 +69,10 @@ def plot_training_curves(records: Sequence[Mapping], path: Union[str, os.PathLik
     """Loss against iteration and, where records carry it, `metric` against
     epoch, side by side in one PNG. records: the metrics log's dicts, with
     "iteration" and "loss" (train lines) or "epoch" and metric (eval lines)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     train = [r for r in records if r.get("type") == "train"]
     evals = [r for r in records if r.get("type") == "eval" and metric in r]
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
+    fig = agg_figure(figsize=(10, 3.6))
+    axes = fig.subplots(1, 2)
     marker = "." if len(train) < 50 else None
     axes[0].plot([r["iteration"] for r in train], [r["loss"] for r in train], lw=1, marker=marker)
     axes[0].set(xlabel="iteration", ylabel="loss", title="training loss")
@@ -84,7 +82,22 @@ def plot_training_curves(records: Sequence[Mapping], path: Union[str, os.PathLik
     for ax in axes:
         ax.grid(alpha=0.3)
     fig.tight_layout()
-    tmp = os.fspath(path) + ".tmp.png"
-    fig.savefig(tmp, dpi=100)
-    plt.close(fig)
-    os.replace(tmp, path)
+    save_png(fig, path)
+
+
+def agg_figure(**kwargs):
+    """A matplotlib Figure drawn by the Agg canvas, without pyplot: plotting
+    into it leaves the user's backend and pyplot's figures alone (a notebook
+    keeps its inline backend)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(**kwargs)
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def save_png(fig, path: Union[str, os.PathLike], dpi: int = 100) -> None:
+    """Writes `fig` as a PNG at `path` atomically (a killed run leaves the old file or none)."""
+    with atomic_write(path, "wb") as f:
+        fig.savefig(f, dpi=dpi, format="png")

@@ -2,14 +2,19 @@
 from __future__ import annotations
 
 import os
-from typing import Any, Optional, Sequence, Union
+from typing import Any, Collection, Optional, Sequence, Union
 
 import torch
 from torch import nn
 
 from ..evaluation import COCOEvaluator, COCOMetrics, VOCEvaluator, VOCMetrics
-from ..jsonio import load_json
 from . import distributed as dist
+
+Evaluator = Union[COCOEvaluator, VOCEvaluator]
+Metrics = Union[COCOMetrics, VOCMetrics]
+# The target fields an evaluator reads (VOC; COCO reads its annotation file): ranks
+# send only these to rank 0, never the masks.
+SCORED_TARGET_KEYS = ("boxes", "labels", "difficult")
 
 
 @torch.no_grad()
@@ -31,7 +36,7 @@ def predict(model: nn.Module, dataset, indices: Sequence[int], device: torch.dev
 
 def evaluate(model: nn.Module, dataset, metric: str, classes: Sequence[str], device: torch.device,
              gt: Optional[Union[str, dict]] = None, iou_type: str = "bbox", num_images: int = 0,
-             batch_size: int = 8) -> Optional[Union[COCOMetrics, VOCMetrics]]:
+             batch_size: int = 8) -> Optional[Metrics]:
     """Scores `model` on `dataset` (COCO against `gt`, or VOC). Each rank
     predicts its share of the images; rank 0 gathers them and returns the
     metrics, the other ranks return None."""
@@ -40,54 +45,59 @@ def evaluate(model: nn.Module, dataset, metric: str, classes: Sequence[str], dev
     predictions, targets = predict(model, dataset, mine, device, batch_size)
     if iou_type == "bbox":
         predictions = {i: {k: v for k, v in p.items() if k != "masks"} for i, p in predictions.items()}
-    gathered = dist.all_gather_object((predictions, targets if metric == "voc" else None))
+    targets = {i: {k: v for k, v in t.items() if k in SCORED_TARGET_KEYS} for i, t in targets.items()}
+    gathered = dist.all_gather_object((predictions, targets))
     if not dist.is_main_process():
         return None
     merged_predictions, merged_targets = {}, {}
     for part_predictions, part_targets in gathered:
         merged_predictions.update(part_predictions)
-        merged_targets.update(part_targets or {})
+        merged_targets.update(part_targets)
     metrics = score(merged_predictions, merged_targets, metric, classes, gt, iou_type)
     metrics.images = len(merged_predictions)  # how many images were scored, all ranks together
     return metrics
 
 
-def score(predictions: dict, targets: dict, metric: str, classes: Sequence[str],
-          gt: Optional[Union[str, dict]] = None, iou_type: str = "bbox") -> Union[COCOMetrics, VOCMetrics]:
-    if metric == "voc":
-        evaluator = VOCEvaluator(classes)
-        evaluator.update(predictions, targets)
-        return evaluator.compute()
+def build_evaluator(metric: str, classes: Sequence[str], gt: Optional[Union[str, os.PathLike, dict]] = None,
+                    iou_type: str = "bbox", image_ids: Optional[Collection] = None) -> Evaluator:
+    """The evaluator of eval.metric: "coco" (pycocotools' metrics against the
+    annotation file `gt`, restricted to `image_ids` so that a partial
+    evaluation does not count the other images' objects as misses) or "voc"
+    (VOC2007 mAP@0.5, ground truth from the targets given to update)."""
+    if metric not in EVALUATORS:
+        raise ValueError(f"unknown eval.metric {metric!r}; choose one of {sorted(EVALUATORS)}")
+    return EVALUATORS[metric](classes, gt, iou_type, image_ids)
+
+
+def _coco_evaluator(classes, gt, iou_type, image_ids) -> COCOEvaluator:
     if gt is None:
         raise ValueError("COCO evaluation needs the ground truth annotation file (gt)")
-    coco = COCOEvaluator(_only_images(gt, set(predictions)), iou_type=iou_type)
-    coco.update(predictions)
-    return coco.compute()
+    return COCOEvaluator(gt, iou_type=iou_type, image_ids=image_ids)
 
 
-def _only_images(gt: Union[str, dict, os.PathLike], image_ids: set) -> dict:
-    """The ground truth restricted to the evaluated images, so a partial
-    evaluation doesn't count the rest as misses."""
-    dataset = load_json(gt) if isinstance(gt, (str, os.PathLike)) else gt
-    images = [img for img in dataset["images"] if img["id"] in image_ids]
-    if len(images) == len(dataset["images"]):
-        return dataset
-    annotations = [a for a in dataset.get("annotations", []) if a["image_id"] in image_ids]
-    return {**dataset, "images": images, "annotations": annotations}
+def _voc_evaluator(classes, gt, iou_type, image_ids) -> VOCEvaluator:
+    return VOCEvaluator(classes)  # boxes only: a mask model is scored on its boxes
 
 
-def key_metric(metrics: Union[COCOMetrics, VOCMetrics], key: str) -> float:
-    if isinstance(metrics, VOCMetrics):
-        if key != "mAP":
-            raise ValueError(f"eval.key for VOC metrics must be 'mAP', got {key!r}")
-        return metrics.mAP
+EVALUATORS = {"coco": _coco_evaluator, "voc": _voc_evaluator}
+
+
+def score(predictions: dict, targets: dict, metric: str, classes: Sequence[str],
+          gt: Optional[Union[str, os.PathLike, dict]] = None, iou_type: str = "bbox") -> Metrics:
+    """The metrics of `predictions` ({image_id: prediction}) for the images
+    they name; targets: {image_id: target}, as predict() returns them."""
+    evaluator = build_evaluator(metric, classes, gt, iou_type, image_ids=set(predictions))
+    evaluator.update(predictions, targets)
+    return evaluator.compute()
+
+
+def key_metric(metrics: Metrics, key: str) -> float:
+    """The number that eval.key names, e.g. "AP50" (COCO) or "mAP" (VOC)."""
     if key not in metrics.stats:
-        raise ValueError(f"eval.key {key!r} is not a COCO stat; choose one of {list(metrics.stats)}")
+        raise ValueError(f"eval.key {key!r} is not one of the {type(metrics).__name__} stats {list(metrics.stats)}")
     return metrics.stats[key]
 
 
-def summary(metrics: Union[COCOMetrics, VOCMetrics]) -> dict[str, Any]:
+def summary(metrics: Metrics) -> dict[str, Any]:
     """The headline numbers of `metrics` as a flat dict."""
-    if isinstance(metrics, VOCMetrics):
-        return {"mAP": metrics.mAP}
     return dict(metrics.stats)

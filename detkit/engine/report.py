@@ -7,16 +7,17 @@ from typing import Optional
 from torch import nn
 
 from ..data import CocoDetection, VOCDetection
-from ..evaluation import COCOEvaluator, VOCMetrics, ap_table, coco_pr_curves, plot_pr_curves, save_metrics
+from ..evaluation import ap_table, plot_pr_curves, save_metrics
 from .build import build_datasets, eval_transforms
-from .evaluate import _only_images, predict, score
+from .evaluate import build_evaluator, predict
 
 
 def evaluate_model(model: nn.Module, out: str, data: str = "config", images: Optional[str] = None,
                    ann: Optional[str] = None, voc_root: Optional[str] = None, year: str = "2007",
                    split: str = "test", iou_type: Optional[str] = None, num_images: int = 0) -> str:
     """Scores a model from `detkit.load_model` and writes metrics.json,
-    results.json (COCO) and pr_curves.png into `out`; returns the printed report.
+    results.json (the detections as COCO-style result records) and
+    pr_curves.png into `out`; returns the printed report.
 
     data: "config" (the validation split of the checkpoint's own config), "coco"
     (`images` + `ann`) or "voc" (`voc_root`, `year`, `split`)."""
@@ -27,24 +28,15 @@ def evaluate_model(model: nn.Module, out: str, data: str = "config", images: Opt
     count = min(num_images, len(dataset)) if num_images > 0 else len(dataset)
     predictions, targets = predict(model, dataset, list(range(count)), device, config.data.batch_size)
     os.makedirs(out, exist_ok=True)
-    if metric == "coco":
-        coco = COCOEvaluator(_only_images(gt, set(predictions)), iou_type=iou_type)
-        coco.update(predictions)
-        metrics = coco.compute()
-        coco.write_results(os.path.join(out, "results.json"))
-    else:
-        metrics = score(predictions, targets, metric, classes, gt, iou_type)
+    evaluator = build_evaluator(metric, classes, gt, iou_type, image_ids=set(predictions))
+    evaluator.update(predictions, targets)
+    metrics = evaluator.compute()
+    evaluator.write_results(os.path.join(out, "results.json"))
     save_metrics(os.path.join(out, "metrics.json"), metrics)
-    if isinstance(metrics, VOCMetrics):
-        curves, per_class = metrics.curves, metrics.per_class
-        headline = f"VOC mAP@0.5: {metrics.mAP:.4f}"
-    else:
-        curves, per_class = coco_pr_curves(metrics, classes), metrics.per_category
-        headline = "  ".join(f"{k} {v:.4f}" for k, v in metrics.stats.items())
-    if curves:
-        plot_pr_curves(curves, os.path.join(out, "pr_curves.png"))
-    title = "AP50" if isinstance(metrics, VOCMetrics) else "AP"
-    return f"{len(predictions)} images, {iou_type}\n{headline}\n{ap_table(per_class, title=title)}"
+    if metrics.curves:
+        plot_pr_curves(metrics.curves, os.path.join(out, "pr_curves.png"))
+    table = ap_table(metrics.per_class, title=metrics.per_class_metric)
+    return f"{len(predictions)} images, {iou_type}\n{metrics.headline()}\n{table}"
 
 
 def _dataset(model: nn.Module, data: str, images, ann, voc_root, year: str, split: str):

@@ -4,6 +4,10 @@
     evaluator.update(predictions)        # {image_id: {"boxes", "scores", "labels"}} or COCO result records
     metrics = evaluator.compute()        # metrics.stats["AP"], metrics.per_category, metrics.precision ...
 
+COCOEvaluator and VOCEvaluator are fed and read the same way: update(predictions,
+targets), compute(), write_results(path); their metrics both have stats,
+per_class, curves and headline().
+
 Ground truth is parsed once into flat arrays grouped by (category, image);
 matching and accumulation run as numba kernels (detkit.evaluation._kernels)
 that follow pycocotools step for step, so every statistic and the precision
@@ -13,7 +17,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Optional, Sequence, Union
+from typing import Any, Collection, Mapping, Optional, Sequence, Union
 
 import numpy as np
 from torch import Tensor
@@ -49,6 +53,22 @@ class COCOMetrics:
     scores: np.ndarray
     category_ids: list[int] = field(default_factory=list)
 
+    per_class_metric = "AP"  # what per_class holds, for table headers
+
+    @property
+    def per_class(self) -> dict[str, float]:
+        """per_category, under the name that VOCMetrics uses."""
+        return self.per_category
+
+    @property
+    def curves(self) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        """Category name -> (recall, precision) at IoU 0.5, all areas, 100
+        detections; categories without GT are left out."""
+        return pr_curves(self.precision, list(self.per_category), iou=0.5)
+
+    def headline(self) -> str:
+        return "  ".join(f"{name} {value:.4f}" for name, value in self.stats.items())
+
     def to_dict(self) -> dict[str, Any]:
         """Every number as JSON-ready Python values."""
         return {
@@ -75,6 +95,24 @@ def _load_gt_dataset(gt) -> dict:
     if hasattr(gt, "dataset") and isinstance(gt.dataset, Mapping):
         return gt.dataset
     raise TypeError(f"gt must be a COCO JSON path, a dict or a pycocotools COCO, got {type(gt).__name__}")
+
+
+def _only_images(dataset: dict, image_ids: Optional[Collection], source: str) -> dict:
+    """The dataset restricted to `image_ids` (all images when None)."""
+    if image_ids is None:
+        return dataset
+    images = dataset.get("images")
+    if not isinstance(images, list):
+        raise ValueError(f"{source}: 'images' must be a list")
+    image_ids = set(image_ids)
+    # Records that are not objects are kept, for _GroundTruth to report.
+    kept = [img for img in images if not isinstance(img, Mapping) or img.get("id") in image_ids]
+    if len(kept) == len(images):
+        return dataset
+    annotations = dataset.get("annotations", [])
+    if isinstance(annotations, list):
+        annotations = [a for a in annotations if not isinstance(a, Mapping) or a.get("image_id") in image_ids]
+    return {**dataset, "images": kept, "annotations": annotations}
 
 
 def _require(record: Mapping, key: str, where: str):
@@ -216,14 +254,17 @@ class COCOEvaluator:
         label_to_category: maps model labels to COCO category ids for
             prediction dicts; default: label l -> the l-th smallest category id
             (labels 1..K, 0 = background, as detkit's datasets number them).
+        image_ids: evaluate these images of `gt` only (default: all), so that
+            a partial evaluation does not count the others' objects as misses.
     """
 
-    def __init__(self, gt, iou_type: str = "bbox", label_to_category: Optional[Mapping[int, int]] = None):
+    def __init__(self, gt, iou_type: str = "bbox", label_to_category: Optional[Mapping[int, int]] = None,
+                 image_ids: Optional[Collection] = None):
         if iou_type not in IOU_TYPES:
             raise ValueError(f"iou_type must be one of {IOU_TYPES}, got {iou_type!r}")
         self.iou_type = iou_type
         source = os.fspath(gt) if isinstance(gt, (str, os.PathLike)) else "gt"
-        self.gt = _GroundTruth(_load_gt_dataset(gt), iou_type, source)
+        self.gt = _GroundTruth(_only_images(_load_gt_dataset(gt), image_ids, source), iou_type, source)
         if label_to_category is None:
             label_to_category = {n + 1: int(c) for n, c in enumerate(self.gt.cat_ids)}
         self.label_to_category = dict(label_to_category)
@@ -238,11 +279,16 @@ class COCOEvaluator:
         self._dets = _Detections()
         self._bbox_area_from_box = None
 
-    def update(self, predictions: Union[Mapping[int, Mapping[str, Tensor]], Sequence[Mapping]]) -> None:
+    def update(self, predictions: Union[Mapping[int, Mapping[str, Tensor]], Sequence[Mapping]],
+               targets: Optional[Mapping] = None) -> None:
         """Adds detections: {image_id: {"boxes": Tensor[N, 4] xyxy, "scores":
         Tensor[N], "labels": Tensor[N], "masks"?: Tensor[N, (1,) H, W]}} or a list
         of COCO result records ({"image_id", "category_id", "bbox" xywh,
-        "score", "segmentation"?})."""
+        "score", "segmentation"?}).
+
+        targets: not read; the ground truth is the annotation file given to
+        the constructor. Taken so that every detkit evaluator is fed alike
+        (VOCEvaluator reads its ground truth from them)."""
         if isinstance(predictions, Mapping):
             records = self._prediction_columns(predictions)
             start = self._dets.count
@@ -367,6 +413,18 @@ def _encode_masks(pred: Mapping[str, Tensor], image_id) -> list:
     if "masks" not in pred:
         raise ValueError(f"prediction for image {image_id} has no 'masks', needed for iou_type='segm'")
     return encode_masks(pred["masks"])
+
+
+def pr_curves(precision: np.ndarray, names: Sequence[str], iou: float = 0.5) -> dict[str, tuple]:
+    """Per-category (recall, precision) at IoU `iou`, all areas, 100 detections,
+    from a precision array [T, R, K, A, M]; categories without GT are left out."""
+    t = int(np.argmin(np.abs(IOU_THRESHOLDS - iou)))
+    curves = {}
+    for k, name in enumerate(names):
+        values = precision[t, :, k, 0, -1]
+        if (values > -1).any():
+            curves[name] = (RECALL_THRESHOLDS, values)
+    return curves
 
 
 def _mean_defined(values: np.ndarray) -> float:

@@ -5,10 +5,8 @@ from __future__ import annotations
 import os
 from typing import Mapping, Sequence, Union
 
-import numpy as np
-
 from ..jsonio import write_json_atomic
-from .coco import RECALL_THRESHOLDS, COCOMetrics
+from .coco import COCOMetrics, pr_curves
 from .voc import VOCMetrics
 
 
@@ -31,13 +29,7 @@ def save_metrics(path: Union[str, os.PathLike], metrics: Union[COCOMetrics, VOCM
 
 def coco_pr_curves(metrics: COCOMetrics, names: Sequence[str], iou: float = 0.5) -> dict[str, tuple]:
     """Per-category (recall, precision) at IoU `iou`, all areas, 100 detections."""
-    t = int(np.argmin(np.abs(np.linspace(0.5, 0.95, 10) - iou)))
-    curves = {}
-    for k, name in enumerate(names):
-        precision = metrics.precision[t, :, k, 0, -1]
-        if (precision > -1).any():
-            curves[name] = (RECALL_THRESHOLDS, precision)
-    return curves
+    return pr_curves(metrics.precision, names, iou)
 
 
 def plot_pr_curves(curves: Mapping[str, tuple], path: Union[str, os.PathLike], title: str = "Precision-recall",
@@ -47,17 +39,14 @@ def plot_pr_curves(curves: Mapping[str, tuple], path: Union[str, os.PathLike], t
     curves: class name -> (recall array, precision array), e.g.
     VOCMetrics.curves or coco_pr_curves(metrics, names).
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from ..viz import agg_figure, save_png  # matplotlib and OpenCV load only when plotting
 
     names = list(curves)
     if not names:
         raise ValueError("no curves to plot: no class has ground truth")
-    rows = (len(names) + columns - 1) // columns
-    fig, axes = plt.subplots(rows, min(columns, len(names)), figsize=(3.2 * min(columns, len(names)), 2.8 * rows),
-                             squeeze=False)
+    rows, cols = (len(names) + columns - 1) // columns, min(columns, len(names))
+    fig = agg_figure(figsize=(3.2 * cols, 2.8 * rows))
+    axes = fig.subplots(rows, cols, squeeze=False)
     for ax, name in zip(axes.flat, names):
         recall, precision = curves[name]
         ax.plot(recall, precision, lw=1.5)
@@ -67,13 +56,4 @@ def plot_pr_curves(curves: Mapping[str, tuple], path: Union[str, os.PathLike], t
         ax.axis("off")
     fig.suptitle(title)
     fig.tight_layout()
-    folder = os.path.dirname(os.path.abspath(os.fspath(path)))
-    os.makedirs(folder, exist_ok=True)
-    tmp = os.path.join(folder, f".tmp-{os.getpid()}-{os.path.basename(os.fspath(path))}")
-    try:
-        fig.savefig(tmp, dpi=100, format="png")
-        os.replace(tmp, path)
-    finally:
-        plt.close(fig)
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    save_png(fig, path)

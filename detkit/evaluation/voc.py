@@ -12,12 +12,17 @@ the devkit's "+1" IoU on the original corners.
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
-from typing import Mapping, Sequence
+from typing import Any, Mapping, Optional, Sequence, Union
 
 import numpy as np
 from numba import njit
 from torch import Tensor
+
+from ..jsonio import write_json_atomic
+
+STAT_NAMES = ("mAP",)
 
 
 def voc_ap(recall: np.ndarray, precision: np.ndarray, use_07_metric: bool = True) -> float:
@@ -82,6 +87,16 @@ class VOCMetrics:
     mAP: float
     curves: dict[str, tuple[np.ndarray, np.ndarray]]
 
+    per_class_metric = "AP50"  # what per_class holds, for table headers
+
+    @property
+    def stats(self) -> dict[str, float]:
+        """The headline numbers by name, as COCOMetrics.stats."""
+        return {"mAP": self.mAP}
+
+    def headline(self) -> str:
+        return f"VOC mAP@0.5: {self.mAP:.4f}"
+
     def to_dict(self) -> dict:
         return {"mAP": self.mAP, "per_class": dict(self.per_class)}
 
@@ -103,11 +118,11 @@ class VOCEvaluator:
         self.use_07_metric = use_07_metric
         self._images: dict = {}  # image id -> (gt boxes, gt labels, difficult, det boxes, scores, labels)
 
-    def update(self, predictions: Mapping, targets: Mapping) -> None:
+    def update(self, predictions: Mapping, targets: Optional[Mapping] = None) -> None:
         """predictions: {image_id: {"boxes": Tensor[N, 4], "scores", "labels"}};
         targets: {image_id: {"boxes": Tensor[G, 4], "labels", "difficult"?}}.
-        Every predicted image needs its target."""
-        for image_id, target in targets.items():
+        Every predicted image needs its target, in this call or an earlier one."""
+        for image_id, target in (targets or {}).items():
             boxes, labels = _numpy(target["boxes"]).reshape(-1, 4), _numpy(target["labels"]).astype(np.int64)
             difficult = _numpy(target.get("difficult", np.zeros(len(labels), bool))).astype(bool)
             self._check_labels(labels, f"target for image {image_id}")
@@ -138,6 +153,24 @@ class VOCEvaluator:
             curves[name] = (recall, precision)
         mean = float(np.mean(list(per_class.values()))) if per_class else 0.0
         return VOCMetrics(per_class, mean, curves)
+
+    def results(self) -> list[dict[str, Any]]:
+        """The accumulated detections as COCO-style result records, "bbox" as
+        (x, y, w, h); VOC has no category ids, so "category_id" is the label
+        (1..K, class classes[label - 1])."""
+        records = []
+        for image_id, (_, pred) in self._images.items():
+            if pred is None:
+                continue
+            boxes, scores, labels = pred
+            for (x1, y1, x2, y2), score, label in zip(boxes.tolist(), scores.tolist(), labels.tolist()):
+                records.append({"image_id": image_id, "category_id": label, "bbox": [x1, y1, x2 - x1, y2 - y1],
+                                "score": score})
+        return records
+
+    def write_results(self, path: Union[str, os.PathLike]) -> None:
+        """Writes results() as JSON atomically."""
+        write_json_atomic(path, self.results())
 
     def _curve(self, ids, label):
         gt_boxes, gt_difficult, gt_off = [], [], [0]

@@ -48,13 +48,33 @@ def test_anchor_generator_single_level_defaults_and_counts():
     assert gen(images, feats)[0].shape == (38 * 50 * 9, 4)
 
 
-def test_anchor_generator_caches_per_size():
+def test_anchor_generator_caches_per_size(monkeypatch):
     gen = ops.AnchorGenerator(**FPN)
     grids = [(200, 304), (100, 152), (50, 76), (25, 38), (13, 19)]
     first = gen(image_list(1, 800, 1216), feature_maps(grids))[0]
-    assert gen(image_list(1, 800, 1216), feature_maps(grids))[0] is first
+    computed = []
+    original = gen._anchors
+    monkeypatch.setattr(gen, "_anchors", lambda *args: computed.append(args) or original(*args))
+    assert torch.equal(gen(image_list(1, 800, 1216), feature_maps(grids))[0], first)
+    assert computed == []  # served from the cache
     other = gen(image_list(1, 800, 1216), feature_maps(grids, torch.float64))[0]
-    assert other is not first and other.dtype == torch.float64
+    assert len(computed) == 1 and other.dtype == torch.float64
+
+
+@pytest.mark.parametrize("generator", ["fpn", "ssd"])
+def test_editing_returned_anchors_in_place_leaves_later_calls_alone(generator):
+    if generator == "fpn":
+        gen, grids, size = ops.AnchorGenerator(**FPN), [(20, 30), (10, 15), (5, 8), (3, 4), (2, 2)], (160, 240)
+    else:
+        gen, grids, size = ops.DefaultBoxGenerator(SSD300_RATIOS), [(g, g) for g in SSD300_GRIDS], (300, 300)
+    images, feats = image_list(2, *size), feature_maps(grids)
+    first = gen(images, feats)
+    expected = first[1].clone()
+    first[0].add_(7.0)  # e.g. a caller shifting boxes to an image crop
+    first[1].mul_(2.0)
+    second = gen(images, feats)
+    assert all(torch.equal(anchors, expected) for anchors in second)
+    assert second[0].data_ptr() != second[1].data_ptr()  # one tensor per image, as in torchvision
 
 
 @pytest.mark.parametrize("half", [torch.float16, torch.bfloat16])

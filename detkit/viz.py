@@ -1,4 +1,4 @@
-"""Drawing detections (OpenCV) and training curves (matplotlib)."""
+"""Drawing detections (OpenCV) and plots (matplotlib, on an Agg figure without pyplot)."""
 from __future__ import annotations
 
 import os

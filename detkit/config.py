@@ -26,6 +26,13 @@ class ConfigError(ValueError):
     """A config file, dict or override is invalid; the message names it."""
 
 
+# The metric names eval.key may take, per eval.metric (tests check them against the evaluators').
+EVAL_KEYS = {"coco": ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl"),
+             "voc": ("mAP",)}
+# The zoo's mask models, by torchvision's naming: only they predict masks.
+MASK_MODEL_PREFIX = "maskrcnn_"
+
+
 @dataclass
 class ModelConfig:
     name: str = "ssd300_vgg16"  # a name from detkit.models.list_models()
@@ -150,7 +157,37 @@ class Config:
         if self.checkpoint.period_iters < 0:
             raise ConfigError(f"{where}: checkpoint.period_iters must be 0 (once per epoch) or positive, "
                               f"got {self.checkpoint.period_iters!r}")
+        problem = self._inconsistency()
+        if problem:
+            raise ConfigError(f"{where}: {problem}")
         return self
+
+    def _inconsistency(self) -> Optional[str]:
+        """The first pair of fields that cannot work together, described; None if all fit.
+        Checked at load time so a run does not fail hours in, at its first evaluation."""
+        data, evaluation, schedule = self.data, self.eval, self.schedule
+        masks_model = self.model.name.startswith(MASK_MODEL_PREFIX)
+        if evaluation.key not in EVAL_KEYS[evaluation.metric]:
+            return (f"eval.key {evaluation.key!r} is not a {evaluation.metric} metric; "
+                    f"with eval.metric={evaluation.metric!r} use one of {list(EVAL_KEYS[evaluation.metric])}")
+        if data.format == "voc" and evaluation.metric != "voc":
+            return "data.format='voc' has no COCO ground truth to score against; set eval.metric=voc (key mAP)"
+        if evaluation.iou_type == "segm" and evaluation.metric != "coco":
+            return "eval.iou_type='segm' needs eval.metric='coco' (VOC scores boxes only)"
+        if evaluation.iou_type == "segm" and not masks_model:
+            return f"eval.iou_type='segm' needs a mask model (maskrcnn_*), but model.name is {self.model.name!r}"
+        if data.masks and not masks_model:
+            return f"data.masks=True loads masks for a mask model, but model.name {self.model.name!r} predicts none"
+        if data.augment == "rcnn" and not (data.min_size and all(isinstance(s, int) and s > 0 for s in data.min_size)):
+            return f"data.min_size must list positive sizes for data.augment='rcnn', got {data.min_size!r}"
+        if schedule.decay == "multistep" and any(m <= 0 for m in schedule.milestones):
+            return f"schedule.milestones are epochs and must be positive, got {schedule.milestones!r}"
+        negative = [(k, v) for k, v in (("schedule.warmup_iters", schedule.warmup_iters),
+                                        ("eval.num_images", evaluation.num_images),
+                                        ("keep_checkpoints", self.keep_checkpoints)) if v < 0]
+        if negative:
+            return f"{negative[0][0]} must be >= 0, got {negative[0][1]!r}"
+        return None
 
 
 def load_config(path: Union[str, os.PathLike], overrides: Optional[list[str]] = None) -> Config:

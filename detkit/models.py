@@ -1,14 +1,25 @@
-"""The model zoo: names -> builders, and loading torchvision checkpoints.
+"""The model zoo, the public face of `detkit.modeling`: one builder function
+per name, each with its real keyword arguments.
 
-    model = detkit.models.build("ssd300_vgg16", num_classes=21)
-    detkit.models.load_torchvision(model, "ssd300_vgg16_coco.pth")
+    model = detkit.models.build("ssd300_vgg16", num_classes=21, score_thresh=0.2)
+    detkit.models.load_weights(model, "ssd300_vgg16_coco.pth")   # a torchvision file or a detkit checkpoint
+
+`detkit.modeling` holds the parts (backbones, FPN, RPN, RoI heads, SSD); this
+module assembles them under torchvision's names. Every builder takes the
+architecture's own options (width, size, trainable_backbone_layers, ...) as
+keyword arguments and the detector's settings as one frozen options object
+(`SSDOptions` or `RCNNOptions`) whose defaults are that model's. `build()`
+accepts both as flat keyword arguments, as a config's `model.options` holds
+them, and refuses any option the model does not take, listing those it does.
 """
 from __future__ import annotations
 
+import dataclasses
+import inspect
 import os
-from typing import Any, Callable, Optional, Union
+from dataclasses import dataclass
+from typing import Callable, Optional, Sequence, Union
 
-import torch
 from torch import nn
 
 from . import ops
@@ -20,6 +31,11 @@ from .modeling.roi_heads import (FastRCNNPredictor, MaskRCNNHeads, MaskRCNNPredi
 from .modeling.rpn import RegionProposalNetwork, RPNHead
 from .modeling.ssd import SSD
 from .modeling.ssd_neck import SSDNeck
+from .weights import WeightsError, load_weights, read_weights
+
+__all__ = ["build", "list_models", "model_options", "load_weights", "SSDOptions", "RCNNOptions", "ModelOptionError"]
+
+PathLike = Union[str, os.PathLike]
 
 _REGISTRY: dict[str, Callable[..., nn.Module]] = {}
 
@@ -27,10 +43,65 @@ SSD300_RATIOS = [[2], [2, 3], [2, 3], [2, 3], [2], [2]]
 SSD300_SCALES = [0.07, 0.15, 0.33, 0.51, 0.69, 0.87, 1.05]
 # torchvision's SSD300 input scaling: the Caffe VGG mean, in [0, 1] input units, and no std.
 VGG_MEAN, VGG_STD = (0.48235, 0.45882, 0.40784), (1.0 / 255.0, 1.0 / 255.0, 1.0 / 255.0)
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 
-def register(name: str):
-    def wrap(builder):
+class ModelOptionError(ValueError):
+    """An option the named model does not take; the message lists the ones it does."""
+
+
+@dataclass(frozen=True)
+class SSDOptions:
+    """Detector settings of every SSD (see detkit.modeling.ssd.SSD): post-processing,
+    the matching IoU, the hard-negative fraction and the memory layout."""
+
+    score_thresh: float = 0.01
+    nms_thresh: float = 0.45
+    detections_per_img: int = 200
+    topk_candidates: int = 400
+    iou_thresh: float = 0.5
+    positive_fraction: float = 0.25
+    channels_last: bool = False
+
+
+@dataclass(frozen=True)
+class RCNNOptions:
+    """Detector settings of every Faster/Mask R-CNN, torchvision's names and
+    defaults: the input transform, the RPN (`rpn_*`; top-n values are
+    (train, test) pairs) and the RoI heads (the unprefixed sampling and
+    post-processing settings)."""
+
+    min_size: Union[int, tuple[int, ...]] = 800  # a tuple: one drawn per training image
+    max_size: int = 1333
+    channels_last: bool = False
+    rpn_pre_nms_top_n: tuple[int, int] = (2000, 1000)
+    rpn_post_nms_top_n: tuple[int, int] = (2000, 1000)
+    rpn_nms_thresh: float = 0.7
+    rpn_fg_iou_thresh: float = 0.7
+    rpn_bg_iou_thresh: float = 0.3
+    rpn_batch_size_per_image: int = 256
+    rpn_positive_fraction: float = 0.5
+    rpn_score_thresh: float = 0.0
+    fg_iou_thresh: float = 0.5
+    bg_iou_thresh: float = 0.5
+    batch_size_per_image: int = 512
+    positive_fraction: float = 0.25
+    bbox_reg_weights: tuple[float, float, float, float] = (10.0, 10.0, 5.0, 5.0)
+    score_thresh: float = 0.05
+    nms_thresh: float = 0.5
+    detections_per_img: int = 100
+
+
+# Small R-CNNs for training from scratch on a CPU: small inputs, fewer proposals and samples.
+SMALL_RCNN = RCNNOptions(min_size=256, max_size=256, rpn_pre_nms_top_n=(300, 300), rpn_post_nms_top_n=(150, 100),
+                         batch_size_per_image=128)
+# The Faster R-CNN paper's single-scale VGG-16 model: 600 px inputs, 12000/6000 -> 2000/300 proposals.
+VGG16_PAPER = RCNNOptions(min_size=600, max_size=1000, rpn_pre_nms_top_n=(12000, 6000),
+                          rpn_post_nms_top_n=(2000, 300))
+
+
+def register(name: str) -> Callable:
+    def wrap(builder: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
         _REGISTRY[name] = builder
         return builder
     return wrap
@@ -40,177 +111,274 @@ def list_models() -> list[str]:
     return sorted(_REGISTRY)
 
 
-def build(name: str, num_classes: int = 91, **overrides: Any) -> nn.Module:
-    """Builds a registered model. Overrides go to the builder (width, size,
-    backbone_weights, trainable_backbone_layers) or to the detector (score_thresh, ...)."""
+def _builder(name: str) -> Callable[..., nn.Module]:
     if name not in _REGISTRY:
         raise ValueError(f"unknown model {name!r}; available: {', '.join(list_models())}")
-    return _REGISTRY[name](num_classes=num_classes, **overrides)
+    return _REGISTRY[name]
 
 
-def _load_file(path: Union[str, os.PathLike], what: str) -> dict:
-    path = os.fspath(path)
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"{what} not found: {path}")
+def model_options(name: str) -> dict[str, object]:
+    """Every option `build(name, ...)` takes, with its default for this model."""
+    options = {}
+    for param in inspect.signature(_builder(name)).parameters.values():
+        if param.name == "num_classes":
+            continue
+        if param.name == "detector":
+            options.update(dataclasses.asdict(param.default))
+        else:
+            options[param.name] = param.default
+    return options
+
+
+def build(name: str, num_classes: int = 91, **options: object) -> nn.Module:
+    """Builds a zoo model. `options` are the builder's own keyword arguments
+    (width, size, backbone_weights, ...) and the fields of its detector options
+    (score_thresh, min_size, ...), flat; an option the model does not take is a
+    ModelOptionError that lists the ones it does (see `model_options(name)`)."""
+    builder = _builder(name)
+    params = inspect.signature(builder).parameters
+    detector = params["detector"].default
+    fields = {f.name for f in dataclasses.fields(detector)}
+    unknown = [key for key in options if key not in fields and (key not in params or key == "detector")]
+    if unknown:
+        raise ModelOptionError(f"model {name!r} takes no option {', '.join(map(repr, unknown))}; its options: "
+                               f"{', '.join(model_options(name))}")
+    # Config files and --set give lists where the options hold tuples.
+    flat = {k: tuple(v) if isinstance(v, list) else v for k, v in options.items()}
+    own = {k: v for k, v in flat.items() if k not in fields}
+    settings = dataclasses.replace(detector, **{k: v for k, v in flat.items() if k in fields})
+    return builder(num_classes, **own, detector=settings)
+
+
+def _backbone_weights(backbone: nn.Module, path: Optional[PathLike]) -> None:
+    """Loads an ImageNet classification state_dict into `backbone` (its head dropped)."""
+    if path is None:
+        return
+    state, _ = read_weights(path, "backbone weights")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - truncated zip, pickle with code, ...
-        raise ValueError(f"{path}: not a readable checkpoint ({type(exc).__name__}: {exc})") from None
-    if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
-        state = state["model"]
-    if not isinstance(state, dict):
-        raise ValueError(f"{path}: expected a state_dict, got {type(state).__name__}")
-    return state
+        backbone.load_imagenet(state)
+    except (RuntimeError, KeyError) as exc:
+        raise WeightsError(f"{os.fspath(path)} does not fit {type(backbone).__name__}: "
+                           f"{str(exc).splitlines()[0]}") from None
 
 
-def load_torchvision(model: nn.Module, path: Union[str, os.PathLike]) -> nn.Module:
-    """Loads a state_dict saved from the torchvision model of the same name,
-    strictly; a mismatch names the file and the keys."""
-    state = _load_file(path, "checkpoint")
-    own = model.state_dict()
-    missing = [k for k in own if k not in state]
-    unexpected = [k for k in state if k not in own]
-    wrong_shape = [f"{k} {tuple(state[k].shape)} vs {tuple(v.shape)}" for k, v in own.items()
-                   if k in state and state[k].shape != v.shape]
-    if missing or unexpected or wrong_shape:
-        raise ValueError(f"{os.fspath(path)} does not match {type(model).__name__}: missing {missing[:4]}, "
-                         f"unexpected {unexpected[:4]}, wrong shape {wrong_shape[:2]} (another model or class count?)")
-    model.load_state_dict(state, strict=True)
-    return model
+# --- SSD ------------------------------------------------------------------------------------------
 
 
-def _ssd(backbone: nn.Module, num_classes: int, size: int, steps: Optional[list[int]], ratios=SSD300_RATIOS,
-         scales=SSD300_SCALES, mean=VGG_MEAN, std=VGG_STD, **detector: Any) -> SSD:
+def _ssd(backbone: nn.Module, num_classes: int, size: int, detector: SSDOptions, steps: Optional[list[int]] = None,
+         ratios: Sequence = SSD300_RATIOS, scales: Sequence[float] = SSD300_SCALES, mean=IMAGENET_MEAN,
+         std=IMAGENET_STD) -> SSD:
     anchors = ops.DefaultBoxGenerator(ratios, scales=scales, steps=steps)
-    return SSD(backbone, anchors, (size, size), num_classes, image_mean=mean, image_std=std, **detector)
+    return SSD(backbone, anchors, (size, size), num_classes, image_mean=mean, image_std=std,
+               **dataclasses.asdict(detector))
 
 
-def _backbone_weights(backbone: nn.Module, path: Optional[Union[str, os.PathLike]]) -> None:
-    if path is not None:
-        state = _load_file(path, "backbone checkpoint")
-        try:
-            backbone.load_imagenet(state)
-        except (RuntimeError, KeyError) as exc:
-            raise ValueError(f"{os.fspath(path)} does not fit {type(backbone).__name__}: "
-                             f"{str(exc).splitlines()[0]}") from None
+def _ssd_on_neck(body: nn.Module, num_classes: int, size: int, backbone_weights: Optional[PathLike],
+                 detector: SSDOptions) -> SSD:
+    """SSD300's levels on a classification body's c3-c5 plus three extra maps."""
+    _backbone_weights(body, backbone_weights)
+    return _ssd(SSDNeck(body), num_classes, size, detector)
 
 
 @register("ssd300_vgg16")
-def ssd300_vgg16(num_classes: int = 91, width: float = 1.0, size: int = 300, backbone_weights=None,
-                 trainable_backbone_layers: int = 5, **detector: Any) -> SSD:
+def ssd300_vgg16(num_classes: int = 91, *, width: float = 1.0, size: int = 300,
+                 backbone_weights: Optional[PathLike] = None, trainable_backbone_layers: int = 5,
+                 detector: SSDOptions = SSDOptions()) -> SSD:
     """SSD300 on VGG-16, torchvision's ssd300_vgg16 (same names, defaults and
     outputs); torchvision's published COCO box AP is 25.1."""
     backbone = SSDVGG16(highres=False, width=width, trainable_layers=trainable_backbone_layers)
     _backbone_weights(backbone, backbone_weights)
-    return _ssd(backbone, num_classes, size, [8, 16, 32, 64, 100, 300] if size == 300 else None, **detector)
+    steps = [8, 16, 32, 64, 100, 300] if size == 300 else None
+    return _ssd(backbone, num_classes, size, detector, steps=steps, mean=VGG_MEAN, std=VGG_STD)
+
+
+@register("ssd300_vgg16_small")
+def ssd300_vgg16_small(num_classes: int = 91, *, width: float = 0.25, size: int = 300,
+                       detector: SSDOptions = SSDOptions()) -> SSD:
+    """ssd300_vgg16 at quarter width, for training from scratch on a CPU."""
+    return ssd300_vgg16(num_classes, width=width, size=size, detector=detector)
 
 
 @register("ssd512_vgg16")
-def ssd512_vgg16(num_classes: int = 91, width: float = 1.0, size: int = 512, backbone_weights=None,
-                 trainable_backbone_layers: int = 5, **detector: Any) -> SSD:
+def ssd512_vgg16(num_classes: int = 91, *, width: float = 1.0, size: int = 512,
+                 backbone_weights: Optional[PathLike] = None, trainable_backbone_layers: int = 5,
+                 detector: SSDOptions = SSDOptions()) -> SSD:
     """SSD512 on VGG-16: one more level; default boxes placed by feature-map size."""
     backbone = SSDVGG16(highres=True, width=width, trainable_layers=trainable_backbone_layers)
     _backbone_weights(backbone, backbone_weights)
     ratios = [[2], [2, 3], [2, 3], [2, 3], [2, 3], [2], [2]]
     scales = [0.04, 0.1, 0.26, 0.42, 0.58, 0.74, 0.9, 1.06]
-    return _ssd(backbone, num_classes, size, None, ratios=ratios, scales=scales, **detector)
+    return _ssd(backbone, num_classes, size, detector, ratios=ratios, scales=scales, mean=VGG_MEAN, std=VGG_STD)
 
 
-def _ssd_on(body: nn.Module, num_classes: int, size: int, backbone_weights, **detector: Any) -> SSD:
-    _backbone_weights(body, backbone_weights)
-    imagenet = dict(mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))
-    return _ssd(SSDNeck(body), num_classes, size, None, **imagenet, **detector)
+def _ssd_resnet(depth: int, num_classes: int, width: float, size: int, backbone_weights: Optional[PathLike],
+                trainable_backbone_layers: int, frozen_bn: bool, detector: SSDOptions) -> SSD:
+    body = ResNet(depth, frozen_bn=frozen_bn, trainable_layers=trainable_backbone_layers, width=width)
+    return _ssd_on_neck(body, num_classes, size, backbone_weights, detector)
 
 
-for _depth in (18, 34, 50, 101):
-    def _resnet_builder(num_classes: int = 91, width: float = 1.0, size: int = 300, backbone_weights=None,
-                        trainable_backbone_layers: int = 5, frozen_bn: bool = False, _depth=_depth, **detector):
-        body = ResNet(_depth, frozen_bn=frozen_bn, trainable_layers=trainable_backbone_layers, width=width)
-        return _ssd_on(body, num_classes, size, backbone_weights, **detector)
+@register("ssd300_resnet18")
+def ssd300_resnet18(num_classes: int = 91, *, width: float = 1.0, size: int = 300,
+                    backbone_weights: Optional[PathLike] = None, trainable_backbone_layers: int = 5,
+                    frozen_bn: bool = False, detector: SSDOptions = SSDOptions()) -> SSD:
+    """SSD300 on ResNet-18 features c3-c5 plus three extra maps."""
+    return _ssd_resnet(18, num_classes, width, size, backbone_weights, trainable_backbone_layers, frozen_bn, detector)
 
-    _resnet_builder.__doc__ = f"SSD300 on ResNet-{_depth} features c3-c5 plus three extra maps."
-    register(f"ssd300_resnet{_depth}")(_resnet_builder)
+
+@register("ssd300_resnet18_small")
+def ssd300_resnet18_small(num_classes: int = 91, *, width: float = 0.5, size: int = 300,
+                          detector: SSDOptions = SSDOptions()) -> SSD:
+    """ssd300_resnet18 at half width, for training from scratch on a CPU."""
+    return _ssd_resnet(18, num_classes, width, size, None, 5, False, detector)
+
+
+@register("ssd300_resnet34")
+def ssd300_resnet34(num_classes: int = 91, *, width: float = 1.0, size: int = 300,
+                    backbone_weights: Optional[PathLike] = None, trainable_backbone_layers: int = 5,
+                    frozen_bn: bool = False, detector: SSDOptions = SSDOptions()) -> SSD:
+    """SSD300 on ResNet-34 features c3-c5 plus three extra maps."""
+    return _ssd_resnet(34, num_classes, width, size, backbone_weights, trainable_backbone_layers, frozen_bn, detector)
+
+
+@register("ssd300_resnet50")
+def ssd300_resnet50(num_classes: int = 91, *, width: float = 1.0, size: int = 300,
+                    backbone_weights: Optional[PathLike] = None, trainable_backbone_layers: int = 5,
+                    frozen_bn: bool = False, detector: SSDOptions = SSDOptions()) -> SSD:
+    """SSD300 on ResNet-50 features c3-c5 plus three extra maps."""
+    return _ssd_resnet(50, num_classes, width, size, backbone_weights, trainable_backbone_layers, frozen_bn, detector)
+
+
+@register("ssd300_resnet101")
+def ssd300_resnet101(num_classes: int = 91, *, width: float = 1.0, size: int = 300,
+                     backbone_weights: Optional[PathLike] = None, trainable_backbone_layers: int = 5,
+                     frozen_bn: bool = False, detector: SSDOptions = SSDOptions()) -> SSD:
+    """SSD300 on ResNet-101 features c3-c5 plus three extra maps."""
+    return _ssd_resnet(101, num_classes, width, size, backbone_weights, trainable_backbone_layers, frozen_bn,
+                       detector)
 
 
 @register("ssd300_googlenet")
-def ssd300_googlenet(num_classes: int = 91, width: float = 1.0, size: int = 300, backbone_weights=None,
-                     trainable_backbone_layers: int = 4, **detector: Any) -> SSD:
+def ssd300_googlenet(num_classes: int = 91, *, width: float = 1.0, size: int = 300,
+                     backbone_weights: Optional[PathLike] = None, trainable_backbone_layers: int = 4,
+                     detector: SSDOptions = SSDOptions()) -> SSD:
     """SSD300 on GoogLeNet (Inception v1 with BatchNorm) features plus three extra maps."""
-    return _ssd_on(GoogLeNet(width=width, trainable_layers=trainable_backbone_layers), num_classes, size,
-                   backbone_weights, **detector)
+    body = GoogLeNet(width=width, trainable_layers=trainable_backbone_layers)
+    return _ssd_on_neck(body, num_classes, size, backbone_weights, detector)
 
 
-# Small width-multiplied variants for training from scratch on a CPU.
-register("ssd300_vgg16_small")(lambda num_classes=91, **kw: ssd300_vgg16(num_classes, **{"width": 0.25, **kw}))
-register("ssd300_resnet18_small")(
-    lambda num_classes=91, **kw: _REGISTRY["ssd300_resnet18"](num_classes, **{"width": 0.5, **kw}))
+# --- Faster and Mask R-CNN ------------------------------------------------------------------------
 
 
-# --- Faster R-CNN ----------------------------------------------------------------------------------
+def _rpn(anchors: ops.AnchorGenerator, channels: int, o: RCNNOptions) -> RegionProposalNetwork:
+    head = RPNHead(channels, anchors.num_anchors_per_location()[0])
+    return RegionProposalNetwork(anchors, head, fg_iou_thresh=o.rpn_fg_iou_thresh, bg_iou_thresh=o.rpn_bg_iou_thresh,
+                                 batch_size_per_image=o.rpn_batch_size_per_image,
+                                 positive_fraction=o.rpn_positive_fraction, pre_nms_top_n=tuple(o.rpn_pre_nms_top_n),
+                                 post_nms_top_n=tuple(o.rpn_post_nms_top_n), nms_thresh=o.rpn_nms_thresh,
+                                 score_thresh=o.rpn_score_thresh)
 
 
-def _faster_rcnn_fpn(body: nn.Module, in_features, num_classes: int, backbone_weights, masks: bool = False,
-                     width: float = 1.0, min_size=800, max_size: int = 1333, rpn_pre_nms_top_n=(2000, 1000),
-                     rpn_post_nms_top_n=(2000, 1000), channels_last: bool = False, **heads: Any) -> FasterRCNN:
-    """Backbone + FPN + RPN + RoI heads; `width` scales the FPN and head channels
-    too (1.0: torchvision's 256 / 1024 / 256)."""
+def _roi_heads(pool: nn.Module, channels: int, hidden: int, num_classes: int, o: RCNNOptions,
+               **mask_parts: nn.Module) -> RoIHeads:
+    return RoIHeads(pool, TwoMLPHead(channels * 7 * 7, hidden), FastRCNNPredictor(hidden, num_classes),
+                    fg_iou_thresh=o.fg_iou_thresh, bg_iou_thresh=o.bg_iou_thresh,
+                    batch_size_per_image=o.batch_size_per_image, positive_fraction=o.positive_fraction,
+                    bbox_reg_weights=tuple(o.bbox_reg_weights), score_thresh=o.score_thresh,
+                    nms_thresh=o.nms_thresh, detections_per_img=o.detections_per_img, **mask_parts)
+
+
+def _rcnn_fpn(body: nn.Module, in_features: Sequence[str], num_classes: int, backbone_weights: Optional[PathLike],
+              width: float, masks: bool, o: RCNNOptions) -> FasterRCNN:
+    """Backbone + FPN + RPN + RoI heads (+ mask head); `width` scales the FPN
+    and head channels too (1.0: torchvision's 256 / 1024 / 256)."""
     from torchvision.ops import MultiScaleRoIAlign
 
     _backbone_weights(body, backbone_weights)
     channels, hidden = max(16, int(256 * width)), max(64, int(1024 * width))
-    backbone = BackboneWithFPN(body, in_features, channels)
+    backbone = BackboneWithFPN(body, list(in_features), channels)
     sizes = ((32,), (64,), (128,), (256,), (512,))[-(len(in_features) + 1):]  # one per FPN map, "pool" included
     anchors = ops.AnchorGenerator(sizes, ((0.5, 1.0, 2.0),) * len(sizes))
-    rpn = RegionProposalNetwork(anchors, RPNHead(channels, 3), pre_nms_top_n=tuple(rpn_pre_nms_top_n),
-                                post_nms_top_n=tuple(rpn_post_nms_top_n))
     levels = ["0", "1", "2", "3"][: len(in_features)]
-    pool = MultiScaleRoIAlign(levels, output_size=7, sampling_ratio=2)
+    mask_parts = {}
     if masks:
-        heads.update(mask_roi_pool=MultiScaleRoIAlign(levels, output_size=14, sampling_ratio=2),
-                     mask_head=MaskRCNNHeads(channels, (channels,) * 4),
-                     mask_predictor=MaskRCNNPredictor(channels, channels, num_classes))
-    roi_heads = RoIHeads(pool, TwoMLPHead(channels * 7 * 7, hidden), FastRCNNPredictor(hidden, num_classes), **heads)
-    return FasterRCNN(backbone, rpn, roi_heads, num_classes, min_size=min_size, max_size=max_size)
+        mask_parts = dict(mask_roi_pool=MultiScaleRoIAlign(levels, output_size=14, sampling_ratio=2),
+                          mask_head=MaskRCNNHeads(channels, (channels,) * 4),
+                          mask_predictor=MaskRCNNPredictor(channels, channels, num_classes))
+    pool = MultiScaleRoIAlign(levels, output_size=7, sampling_ratio=2)
+    roi_heads = _roi_heads(pool, channels, hidden, num_classes, o, **mask_parts)
+    return FasterRCNN(backbone, _rpn(anchors, channels, o), roi_heads, num_classes, min_size=o.min_size,
+                      max_size=o.max_size, channels_last=o.channels_last)
 
 
-for _depth in (18, 50):
-    def _frcnn_builder(num_classes: int = 91, width: float = 1.0, backbone_weights=None,
-                       trainable_backbone_layers: int = 5, frozen_bn: bool = True, _depth=_depth, **kwargs):
-        body = ResNet(_depth, frozen_bn=frozen_bn, trainable_layers=trainable_backbone_layers, width=width)
-        return _faster_rcnn_fpn(body, ["c2", "c3", "c4", "c5"], num_classes, backbone_weights, width=width, **kwargs)
-
-    _frcnn_builder.__doc__ = (f"Faster R-CNN on ResNet-{_depth}-FPN; the ResNet-50 one loads torchvision's "
-                              "fasterrcnn_resnet50_fpn checkpoint (FrozenBatchNorm, as published).")
-    register(f"fasterrcnn_resnet{_depth}_fpn")(_frcnn_builder)
-
-    def _mrcnn_builder(num_classes: int = 91, _depth=_depth, **kwargs):
-        return _REGISTRY[f"fasterrcnn_resnet{_depth}_fpn"](num_classes, masks=True, **kwargs)
-
-    _mrcnn_builder.__doc__ = f"Mask R-CNN on ResNet-{_depth}-FPN (torchvision's maskrcnn_resnet50_fpn layout)."
-    register(f"maskrcnn_resnet{_depth}_fpn")(_mrcnn_builder)
+def _resnet_fpn(depth: int, masks: bool, num_classes: int, width: float, backbone_weights: Optional[PathLike],
+                trainable_backbone_layers: int, frozen_bn: bool, detector: RCNNOptions) -> FasterRCNN:
+    body = ResNet(depth, frozen_bn=frozen_bn, trainable_layers=trainable_backbone_layers, width=width)
+    return _rcnn_fpn(body, ("c2", "c3", "c4", "c5"), num_classes, backbone_weights, width, masks, detector)
 
 
-# Small R-CNNs for training from scratch on a CPU: quarter width, small inputs, fewer proposals and samples.
-_SMALL_RCNN = dict(width=0.25, frozen_bn=False, min_size=256, max_size=256, rpn_pre_nms_top_n=(300, 300),
-                   rpn_post_nms_top_n=(150, 100), batch_size_per_image=128)
-register("fasterrcnn_resnet18_fpn_small")(
-    lambda num_classes=91, **kw: _REGISTRY["fasterrcnn_resnet18_fpn"](num_classes, **{**_SMALL_RCNN, **kw}))
-register("maskrcnn_resnet18_fpn_small")(
-    lambda num_classes=91, **kw: _REGISTRY["maskrcnn_resnet18_fpn"](num_classes, **{**_SMALL_RCNN, **kw}))
+@register("fasterrcnn_resnet50_fpn")
+def fasterrcnn_resnet50_fpn(num_classes: int = 91, *, width: float = 1.0, backbone_weights: Optional[PathLike] = None,
+                            trainable_backbone_layers: int = 5, frozen_bn: bool = True,
+                            detector: RCNNOptions = RCNNOptions()) -> FasterRCNN:
+    """Faster R-CNN on ResNet-50-FPN; loads torchvision's fasterrcnn_resnet50_fpn
+    checkpoint (FrozenBatchNorm, as published)."""
+    return _resnet_fpn(50, False, num_classes, width, backbone_weights, trainable_backbone_layers, frozen_bn,
+                       detector)
+
+
+@register("maskrcnn_resnet50_fpn")
+def maskrcnn_resnet50_fpn(num_classes: int = 91, *, width: float = 1.0, backbone_weights: Optional[PathLike] = None,
+                          trainable_backbone_layers: int = 5, frozen_bn: bool = True,
+                          detector: RCNNOptions = RCNNOptions()) -> FasterRCNN:
+    """Mask R-CNN on ResNet-50-FPN; loads torchvision's maskrcnn_resnet50_fpn checkpoint."""
+    return _resnet_fpn(50, True, num_classes, width, backbone_weights, trainable_backbone_layers, frozen_bn, detector)
+
+
+@register("fasterrcnn_resnet18_fpn")
+def fasterrcnn_resnet18_fpn(num_classes: int = 91, *, width: float = 1.0, backbone_weights: Optional[PathLike] = None,
+                            trainable_backbone_layers: int = 5, frozen_bn: bool = True,
+                            detector: RCNNOptions = RCNNOptions()) -> FasterRCNN:
+    """Faster R-CNN on ResNet-18-FPN (torchvision's layout on a smaller body)."""
+    return _resnet_fpn(18, False, num_classes, width, backbone_weights, trainable_backbone_layers, frozen_bn,
+                       detector)
+
+
+@register("maskrcnn_resnet18_fpn")
+def maskrcnn_resnet18_fpn(num_classes: int = 91, *, width: float = 1.0, backbone_weights: Optional[PathLike] = None,
+                          trainable_backbone_layers: int = 5, frozen_bn: bool = True,
+                          detector: RCNNOptions = RCNNOptions()) -> FasterRCNN:
+    """Mask R-CNN on ResNet-18-FPN."""
+    return _resnet_fpn(18, True, num_classes, width, backbone_weights, trainable_backbone_layers, frozen_bn, detector)
+
+
+@register("fasterrcnn_resnet18_fpn_small")
+def fasterrcnn_resnet18_fpn_small(num_classes: int = 91, *, width: float = 0.25,
+                                  detector: RCNNOptions = SMALL_RCNN) -> FasterRCNN:
+    """Faster R-CNN on ResNet-18-FPN at quarter width with trainable BatchNorm,
+    256 px inputs and fewer proposals: for training from scratch on a CPU."""
+    return _resnet_fpn(18, False, num_classes, width, None, 5, False, detector)
+
+
+@register("maskrcnn_resnet18_fpn_small")
+def maskrcnn_resnet18_fpn_small(num_classes: int = 91, *, width: float = 0.25,
+                                detector: RCNNOptions = SMALL_RCNN) -> FasterRCNN:
+    """Mask R-CNN counterpart of fasterrcnn_resnet18_fpn_small."""
+    return _resnet_fpn(18, True, num_classes, width, None, 5, False, detector)
 
 
 @register("fasterrcnn_googlenet_fpn")
-def fasterrcnn_googlenet_fpn(num_classes: int = 91, width: float = 1.0, backbone_weights=None,
-                             trainable_backbone_layers: int = 4, **kwargs: Any) -> FasterRCNN:
+def fasterrcnn_googlenet_fpn(num_classes: int = 91, *, width: float = 1.0,
+                             backbone_weights: Optional[PathLike] = None, trainable_backbone_layers: int = 4,
+                             detector: RCNNOptions = RCNNOptions()) -> FasterRCNN:
     """Faster R-CNN with an FPN on GoogLeNet's c3-c5 (strides 8-32, plus the pooled level)."""
     body = GoogLeNet(width=width, trainable_layers=trainable_backbone_layers)
-    return _faster_rcnn_fpn(body, ["c3", "c4", "c5"], num_classes, backbone_weights, width=width, **kwargs)
+    return _rcnn_fpn(body, ("c3", "c4", "c5"), num_classes, backbone_weights, width, False, detector)
 
 
 @register("fasterrcnn_vgg16")
-def fasterrcnn_vgg16(num_classes: int = 91, width: float = 1.0, backbone_weights=None,
-                     trainable_backbone_layers: int = 4, roi_pool: str = "align", min_size=600, max_size: int = 1000,
-                     rpn_pre_nms_top_n=(12000, 6000), rpn_post_nms_top_n=(2000, 300), **heads: Any) -> FasterRCNN:
+def fasterrcnn_vgg16(num_classes: int = 91, *, width: float = 1.0, backbone_weights: Optional[PathLike] = None,
+                     trainable_backbone_layers: int = 4, roi_pool: str = "align",
+                     detector: RCNNOptions = VGG16_PAPER) -> FasterRCNN:
     """The Faster R-CNN paper's single-scale model: VGG-16 conv5_3 (stride 16),
     9 anchors per position (128-512, ratios 0.5-2), 7x7 RoI features and two
     4096-d layers; roi_pool="pool" uses the Fast R-CNN RoIPool layer."""
@@ -220,8 +388,7 @@ def fasterrcnn_vgg16(num_classes: int = 91, width: float = 1.0, backbone_weights
     _backbone_weights(body, backbone_weights)
     channels, hidden = body.out_channels["c5"], max(64, int(4096 * width))
     anchors = ops.AnchorGenerator(((128, 256, 512),), ((0.5, 1.0, 2.0),))
-    rpn = RegionProposalNetwork(anchors, RPNHead(channels, 9), pre_nms_top_n=tuple(rpn_pre_nms_top_n),
-                                post_nms_top_n=tuple(rpn_post_nms_top_n))
     pool = SingleScaleRoIPool("c5", 7, 1 / 16, align=roi_pool == "align")
-    roi_heads = RoIHeads(pool, TwoMLPHead(channels * 7 * 7, hidden), FastRCNNPredictor(hidden, num_classes), **heads)
-    return FasterRCNN(body, rpn, roi_heads, num_classes, min_size=min_size, max_size=max_size)
+    roi_heads = _roi_heads(pool, channels, hidden, num_classes, detector)
+    return FasterRCNN(body, _rpn(anchors, channels, detector), roi_heads, num_classes, min_size=detector.min_size,
+                      max_size=detector.max_size, channels_last=detector.channels_last)

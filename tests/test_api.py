@@ -113,7 +113,7 @@ def test_bad_checkpoints_are_named(checkpoint, tmp_path):
     state["config"]["model"]["options"]["width"] = 0.5  # claims another model than its weights
     other = tmp_path / "other.pth"
     save_checkpoint(other, {k: v for k, v in state.items() if k not in ("format", "version")})
-    with pytest.raises(CheckpointError, match="other.pth: does not fit this model"):
+    with pytest.raises(CheckpointError, match="other.pth does not fit SSD"):
         detkit.load_model(other)
     state["config"]["solver"]["nope"] = 1
     invalid = tmp_path / "invalid.pth"

@@ -4,7 +4,8 @@ import os
 import pytest
 
 from detkit import models
-from detkit.config import Config, ConfigError, apply_overrides, load_config
+from detkit.config import EVAL_KEYS, Config, ConfigError, apply_overrides, load_config
+from detkit.evaluation.coco import STAT_NAMES
 
 CONFIGS = sorted(glob.glob(os.path.join(os.path.dirname(__file__), "..", "configs", "*.py")))
 REQUIRED = {"ssd300_vgg16_voc", "ssd300_vgg16_coco", "ssd512_vgg16_voc", "fasterrcnn_resnet50_fpn_coco",
@@ -33,7 +34,8 @@ def write(tmp_path, text, name="cfg.py"):
 def test_overrides_parse_by_field_type():
     config = apply_overrides(Config(), ["solver.lr=0.05", "data.batch_size=3", "data.root=/data/my coco",
                                         "model.options.width=0.5", "solver.clip_grad_norm=None",
-                                        "schedule.milestones=[3, 4]", "data.masks=True", "solver.momentum=1"])
+                                        "schedule.milestones=[3, 4]", "data.masks=True", "solver.momentum=1",
+                                        "model.name=maskrcnn_resnet18_fpn_small"])
     assert config.solver.lr == 0.05 and config.data.batch_size == 3 and config.data.root == "/data/my coco"
     assert config.model.options == {"width": 0.5} and config.solver.clip_grad_norm is None
     assert config.schedule.milestones == [3, 4] and config.data.masks is True
@@ -97,3 +99,32 @@ def test_from_dict_rejects_unknown_and_mistyped_keys():
     values["data"]["batch_size"] = "8"
     with pytest.raises(ConfigError, match="data.batch_size.*expects int"):
         Config.from_dict(values, "ckpt")
+
+
+@pytest.mark.parametrize("items, message", [
+    (["eval.metric=voc"], r"eval.key 'AP50' is not a voc metric; .*use one of \['mAP'\]"),
+    (["eval.key=mAP"], r"eval.key 'mAP' is not a coco metric"),
+    (["data.format=voc", "eval.key=AP"], r"data.format='voc' has no COCO ground truth.*eval.metric=voc"),
+    (["model.name=maskrcnn_resnet18_fpn_small", "eval.iou_type=segm", "eval.metric=voc", "eval.key=mAP"],
+     r"eval.iou_type='segm' needs eval.metric='coco'"),
+    (["eval.iou_type=segm"], r"needs a mask model \(maskrcnn_\*\), but model.name is 'ssd300_vgg16'"),
+    (["data.masks=True", "model.name=fasterrcnn_resnet18_fpn"], r"data.masks=True .* 'fasterrcnn_resnet18_fpn'"),
+    (["data.augment=rcnn", "data.min_size=[]"], r"data.min_size must list positive sizes"),
+    (["schedule.milestones=[0, 3]"], r"schedule.milestones are epochs and must be positive"),
+    (["eval.num_images=-1"], r"eval.num_images must be >= 0"),
+])
+def test_fields_that_cannot_work_together_are_named_at_load_time(items, message):
+    with pytest.raises(ConfigError, match=message):
+        apply_overrides(Config(), items)
+
+
+def test_pairs_that_fit_are_accepted():
+    config = apply_overrides(Config(), ["eval.metric=voc", "eval.key=mAP", "data.format=voc"])
+    assert config.eval.key == "mAP"
+    config = apply_overrides(Config(), ["model.name=maskrcnn_resnet18_fpn_small", "eval.iou_type=segm",
+                                        "data.masks=True", "eval.key=AP"])
+    assert config.eval.iou_type == "segm"
+
+
+def test_eval_keys_are_the_evaluators_metric_names():
+    assert EVAL_KEYS["coco"] == STAT_NAMES

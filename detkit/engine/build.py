@@ -17,7 +17,6 @@ from .. import models
 from ..config import Config, DataConfig, ModelConfig, ScheduleConfig, SolverConfig
 from ..data import CocoDetection, VOCDetection, shapes
 from ..data import transforms as T
-from .checkpoint import CheckpointError, load_checkpoint, load_model_state
 
 
 @dataclass
@@ -101,27 +100,15 @@ def _voc_splits(root, year, train_split, val_split, classes, data: DataConfig) -
 
 def build_model(model: ModelConfig, num_classes: int) -> nn.Module:
     """The named model for `num_classes` (background included), with its
-    starting weights loaded: a detkit checkpoint or a torchvision state_dict."""
-    try:
-        net = models.build(model.name, num_classes=num_classes, backbone_weights=model.backbone_weights,
-                           **model.options)
-    except TypeError as exc:
-        raise ValueError(f"model.options {model.options} do not fit model {model.name!r}: {exc}") from None
+    starting weights loaded: a detkit checkpoint or a plain state_dict. An
+    option the model does not take is a models.ModelOptionError."""
+    options = dict(model.options)
+    if model.backbone_weights is not None:
+        options["backbone_weights"] = model.backbone_weights
+    net = models.build(model.name, num_classes=num_classes, **options)
     if model.weights:
-        load_weights(net, model.weights)
+        models.load_weights(net, model.weights)
     return net
-
-
-def load_weights(net: nn.Module, path: str) -> None:
-    """Starting weights: a detkit checkpoint's model, else a torchvision file."""
-    try:
-        state = load_checkpoint(path)
-    except CheckpointError as exc:
-        if "not a detkit checkpoint" not in str(exc):
-            raise
-        models.load_torchvision(net, path)
-        return
-    load_model_state(net, state["model"], path)
 
 
 def build_optimizer(solver: SolverConfig, model: nn.Module) -> torch.optim.Optimizer:

@@ -73,7 +73,7 @@ def test_pickled_code_is_refused(tmp_path):
 def test_weights_of_another_model_are_named():
     model = nn.Sequential(nn.Linear(4, 3))
     other = nn.Sequential(nn.Linear(4, 5)).state_dict()
-    with pytest.raises(CheckpointError, match=r"f.pth: does not fit.*0.weight: \(5, 4\) in the file, \(3, 4\)"):
+    with pytest.raises(CheckpointError, match=r"f.pth does not fit.*0.weight: \(5, 4\) in the file, \(3, 4\)"):
         load_model_state(model, other, "f.pth")
     with pytest.raises(CheckpointError, match="missing, e.g. 0.bias"):
         load_model_state(model, {"0.weight": torch.zeros(3, 4)}, "f.pth")

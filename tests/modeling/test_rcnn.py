@@ -35,7 +35,7 @@ def sample():
 @pytest.mark.parametrize("kind, name", [("box", "fasterrcnn_resnet50_fpn"), ("mask", "maskrcnn_resnet50_fpn")])
 def test_torchvision_checkpoints_give_identical_detections(tmp_path, kind, name):
     theirs, path = torchvision_model(kind, tmp_path)
-    ours = models.load_torchvision(models.build(name), path).eval()
+    ours = models.load_weights(models.build(name), path).eval()
     images, targets = sample()
     with torch.no_grad():
         expected, got = theirs(images), ours(images)

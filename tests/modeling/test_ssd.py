@@ -23,7 +23,7 @@ def images():
 
 def test_torchvision_checkpoint_gives_identical_detections(torchvision_ssd):
     theirs, path = torchvision_ssd
-    ours = models.load_torchvision(models.build("ssd300_vgg16"), path).eval()
+    ours = models.load_weights(models.build("ssd300_vgg16"), path).eval()
     with torch.no_grad():
         expected, got = theirs(images()), ours(images())
     for a, b in zip(got, expected):
@@ -34,7 +34,7 @@ def test_torchvision_checkpoint_gives_identical_detections(torchvision_ssd):
 
 def test_channels_last_agrees_within_rounding(torchvision_ssd):
     theirs, path = torchvision_ssd
-    ours = models.load_torchvision(models.build("ssd300_vgg16", channels_last=True), path).eval()
+    ours = models.load_weights(models.build("ssd300_vgg16", channels_last=True), path).eval()
     with torch.no_grad():
         a, b = ours(images()[:1])[0], theirs(images()[:1])[0]
     assert torch.equal(a["labels"], b["labels"])
@@ -43,7 +43,7 @@ def test_channels_last_agrees_within_rounding(torchvision_ssd):
 
 def test_training_losses_equal_torchvision(torchvision_ssd):
     theirs, path = torchvision_ssd
-    ours = models.load_torchvision(models.build("ssd300_vgg16"), path).train()
+    ours = models.load_weights(models.build("ssd300_vgg16"), path).train()
     theirs.train()
     targets = [{"boxes": torch.tensor([[10.0, 20, 200, 300], [300, 100, 500, 400]]), "labels": torch.tensor([3, 17])},
                {"boxes": torch.tensor([[50.0, 60, 120, 200]]), "labels": torch.tensor([1])}]
@@ -71,21 +71,21 @@ def test_defaults_match_torchvision(torchvision_ssd):
 
 def test_checkpoint_errors_name_the_file(tmp_path, torchvision_ssd):
     _, path = torchvision_ssd
-    with pytest.raises(ValueError, match=r"ssd300_vgg16\.pth does not match SSD: .*wrong shape"):
-        models.load_torchvision(models.build("ssd300_vgg16", num_classes=21), path)
+    with pytest.raises(ValueError, match=r"ssd300_vgg16\.pth does not fit SSD .*other shapes .*head\.classification_head"):
+        models.load_weights(models.build("ssd300_vgg16", num_classes=21), path)
     state = torch.load(path, weights_only=True)
     del state["backbone.scale_weight"]
     state["extra.weight"] = torch.zeros(1)
     broken = tmp_path / "broken.pth"
     torch.save(state, broken)
-    with pytest.raises(ValueError, match=r"missing \['backbone.scale_weight'\], unexpected \['extra.weight'\]"):
-        models.load_torchvision(models.build("ssd300_vgg16"), broken)
+    with pytest.raises(ValueError, match=r"1 model weights are missing, e.g. backbone.scale_weight; 1 unexpected weights, e.g. extra.weight"):
+        models.load_weights(models.build("ssd300_vgg16"), broken)
     truncated = tmp_path / "truncated.pth"
     truncated.write_bytes(path.read_bytes()[:1000])
-    with pytest.raises(ValueError, match=r"truncated\.pth: not a readable checkpoint"):
-        models.load_torchvision(models.build("ssd300_vgg16"), truncated)
-    with pytest.raises(FileNotFoundError, match="checkpoint not found"):
-        models.load_torchvision(models.build("ssd300_vgg16"), tmp_path / "nope.pth")
+    with pytest.raises(ValueError, match=r"truncated\.pth: not a readable weights file"):
+        models.load_weights(models.build("ssd300_vgg16"), truncated)
+    with pytest.raises(ValueError, match="weights file not found: .*nope.pth"):
+        models.load_weights(models.build("ssd300_vgg16"), tmp_path / "nope.pth")
     with pytest.raises(ValueError, match="unknown model 'ssd999'"):
         models.build("ssd999")
 

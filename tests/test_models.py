@@ -1,0 +1,123 @@
+"""The zoo: every option of every model is accepted and takes effect, and an
+option a model does not take is refused with the list of those it does."""
+import dataclasses
+
+import pytest
+import torch
+import torchvision
+from torch import nn
+
+from detkit import models
+from detkit.models import ModelOptionError, RCNNOptions, SSDOptions
+
+# A value other than every model's default, per option. "width" and the sizes stay small
+# so that building ~300 models is quick.
+OTHER_VALUE = {
+    "width": 0.125, "size": 160, "trainable_backbone_layers": 2, "frozen_bn": "flip", "roi_pool": "pool",
+    "score_thresh": 0.3, "nms_thresh": 0.33, "detections_per_img": 7, "topk_candidates": 9, "iou_thresh": 0.6,
+    "positive_fraction": 0.4, "channels_last": True, "min_size": 224, "max_size": 288,
+    "rpn_pre_nms_top_n": (77, 66), "rpn_post_nms_top_n": (55, 44), "rpn_nms_thresh": 0.6,
+    "rpn_fg_iou_thresh": 0.65, "rpn_bg_iou_thresh": 0.2, "rpn_batch_size_per_image": 99,
+    "rpn_positive_fraction": 0.3, "rpn_score_thresh": 0.01, "fg_iou_thresh": 0.55, "bg_iou_thresh": 0.4,
+    "batch_size_per_image": 33, "bbox_reg_weights": (1.0, 2.0, 3.0, 4.0),
+}
+BASE = {"width": 0.25}  # every model is built this small, except when width itself is the option
+
+
+def fingerprint(model: nn.Module) -> dict:
+    """Everything an option can change: parameter shapes and trainability, module
+    types, and every plain setting held by a module or by an object it holds
+    (matchers, samplers, coders)."""
+    seen = {}
+    for name, param in model.named_parameters():
+        seen[f"param {name}"] = (tuple(param.shape), param.requires_grad)
+    for name, module in model.named_modules():
+        seen[f"type {name}"] = type(module).__name__
+        for key, value in vars(module).items():
+            for attr, plain in _settings(value, f"{name}.{key}"):
+                seen[attr] = plain
+    return seen
+
+
+def _settings(value, path, depth=0):
+    if isinstance(value, (bool, int, float, str, tuple, list)) and not isinstance(value, nn.Module):
+        yield path, repr(value)
+    elif hasattr(value, "__dict__") and not isinstance(value, (nn.Module, torch.Tensor)) and depth < 2:
+        for key, inner in vars(value).items():
+            yield from _settings(inner, f"{path}.{key}", depth + 1)
+
+
+def other_value(option, default):
+    value = OTHER_VALUE[option]
+    if value == "flip":
+        return not default
+    return value
+
+
+ZOO_OPTIONS = [(name, option) for name in models.list_models() for option in models.model_options(name)
+               if option != "backbone_weights"]  # needs a file; tested in tests/modeling
+
+
+def test_every_option_has_another_value_to_try():
+    missing = {option for _, option in ZOO_OPTIONS} - set(OTHER_VALUE)
+    assert not missing
+
+
+@pytest.mark.parametrize("name, option", ZOO_OPTIONS, ids=[f"{n}-{o}" for n, o in ZOO_OPTIONS])
+def test_every_zoo_option_takes_effect(name, option):
+    defaults = models.model_options(name)
+    base = {k: v for k, v in BASE.items() if k in defaults}
+    value = other_value(option, defaults[option])
+    assert value != defaults[option]
+    torch.manual_seed(0)
+    plain = fingerprint(models.build(name, num_classes=3, **base))
+    changed = fingerprint(models.build(name, num_classes=3, **{**base, option: value}))
+    assert plain != changed, f"{name}: option {option}={value!r} changed nothing"
+
+
+@pytest.mark.parametrize("name", ["fasterrcnn_resnet50_fpn", "fasterrcnn_vgg16", "ssd300_vgg16"])
+def test_channels_last_reaches_the_detector(name):
+    """The two bugs the explicit builders fixed: the flag was dropped (FPN R-CNN)
+    or raised a TypeError deep inside RoIHeads (VGG-16 R-CNN)."""
+    model = models.build(name, num_classes=3, width=0.125, channels_last=True)
+    assert model.channels_last is True
+
+
+def test_an_option_the_model_does_not_take_lists_its_options():
+    with pytest.raises(ModelOptionError, match=r"model 'fasterrcnn_resnet50_fpn' takes no option 'roi_pool'; "
+                                               r"its options: width, backbone_weights, .*score_thresh"):
+        models.build("fasterrcnn_resnet50_fpn", roi_pool="pool")
+    with pytest.raises(ModelOptionError, match=r"'ssd300_vgg16' takes no option 'min_size', 'detector'"):
+        models.build("ssd300_vgg16", min_size=3, detector=SSDOptions())
+    with pytest.raises(ValueError, match="unknown model 'ssd999'; available: .*ssd300_vgg16"):
+        models.build("ssd999")
+
+
+def test_options_from_a_config_may_be_lists():
+    model = models.build("fasterrcnn_resnet18_fpn_small", num_classes=3, rpn_pre_nms_top_n=[40, 30],
+                         min_size=[192, 224])
+    assert model.rpn._pre == (40, 30)
+    assert tuple(model.transform.min_size) == (192, 224)
+
+
+def test_builders_take_options_objects_directly():
+    settings = dataclasses.replace(models.SMALL_RCNN, score_thresh=0.5)
+    model = models.fasterrcnn_resnet18_fpn_small(3, detector=settings)
+    assert model.roi_heads.score_thresh == 0.5 and model.transform.min_size[0] == 256
+
+
+def test_option_defaults_are_torchvisions():
+    ours = models.build("fasterrcnn_resnet50_fpn", width=0.125)
+    theirs = torchvision.models.detection.fasterrcnn_resnet50_fpn(weights=None, weights_backbone=None)
+    assert ours.rpn._pre == (theirs.rpn._pre_nms_top_n["training"], theirs.rpn._pre_nms_top_n["testing"])
+    assert ours.rpn._post == (theirs.rpn._post_nms_top_n["training"], theirs.rpn._post_nms_top_n["testing"])
+    assert ours.rpn.nms_thresh == theirs.rpn.nms_thresh
+    assert ours.roi_heads.score_thresh == theirs.roi_heads.score_thresh
+    assert ours.roi_heads.nms_thresh == theirs.roi_heads.nms_thresh
+    assert ours.roi_heads.detections_per_img == theirs.roi_heads.detections_per_img
+    assert ours.transform.min_size == theirs.transform.min_size
+    assert ours.transform.max_size == theirs.transform.max_size
+    ssd = torchvision.models.detection.ssd300_vgg16(weights=None, weights_backbone=None)
+    for field in ("score_thresh", "nms_thresh", "detections_per_img", "topk_candidates"):
+        assert getattr(SSDOptions(), field) == getattr(ssd, field), field
+    assert RCNNOptions().bbox_reg_weights == theirs.roi_heads.box_coder.weights

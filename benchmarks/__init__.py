@@ -1,0 +1,1 @@
+"""Benchmarks: pytest-benchmark suites (test_*.py) and the models.py script."""

@@ -1,4 +1,4 @@
-"""The one-line entry points: `load_model(checkpoint)` and `detect(images, checkpoint)`."""
+"""The one-line entry points: `load_model(checkpoint or zoo name)` and `detect(images, checkpoint or zoo name)`."""
 from __future__ import annotations
 
 import os
@@ -8,7 +8,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from .config import Config, ConfigError
+from . import models
+from .config import MASK_MODEL_PREFIX, Config, ConfigError, DataConfig, EvalConfig, ModelConfig
 from .data import read_image
 from .engine.build import build_model
 from .engine.checkpoint import CheckpointError, checkpoint_classes, load_checkpoint, load_model_state
@@ -27,10 +28,36 @@ def clear_model_cache() -> None:
 
 
 def load_model(checkpoint: Union[str, os.PathLike], device: Optional[Union[str, torch.device]] = None) -> nn.Module:
-    """The model saved in a detkit checkpoint, in eval mode on `device` (default:
-    CUDA if available, else the CPU). The checkpoint carries its config and
-    class names; `model.classes` holds the names (label l is classes[l - 1])."""
-    path = os.fspath(checkpoint)
+    """A model in eval mode on `device` (default: CUDA if available, else the CPU):
+    the one saved in a detkit checkpoint (it carries its config and class names),
+    or, given a zoo name with pretrained weights ("fasterrcnn_resnet50_fpn"; see
+    detkit.models.pretrained_models()), that model with torchvision's default
+    weights and COCO's class names. `model.classes` holds the names (label l is
+    classes[l - 1]); `model.config` the config it was built from."""
+    name = os.fspath(checkpoint)
+    model = _pretrained(name) if _is_zoo_name(name) else _from_checkpoint(name)
+    device = torch.device(device) if device is not None else _default_device()
+    return model.to(device).eval()
+
+
+def _is_zoo_name(name: str) -> bool:
+    return not os.path.exists(name) and name in models.list_models()
+
+
+def _pretrained(name: str) -> nn.Module:
+    """A zoo model with its torchvision DEFAULT weights, and a config that says so."""
+    if name not in models.pretrained_models():
+        raise ValueError(f"{name} has no pretrained weights to load by name; models that do: "
+                         f"{', '.join(models.pretrained_models())}; otherwise give a checkpoint path")
+    iou_type = "segm" if name.startswith(MASK_MODEL_PREFIX) else "bbox"
+    config = Config(name=name, model=ModelConfig(name=name, weights="DEFAULT"),
+                    data=DataConfig(masks=iou_type == "segm"), eval=EvalConfig(iou_type=iou_type, key="AP"))
+    model = build_model(config.model, num_classes=None)
+    model.config = config.validate()
+    return model
+
+
+def _from_checkpoint(path: str) -> nn.Module:
     state = load_checkpoint(path)
     try:
         config = Config.from_dict(state["config"], path)
@@ -43,8 +70,7 @@ def load_model(checkpoint: Union[str, os.PathLike], device: Optional[Union[str, 
     load_model_state(model, state["model"], path)
     model.classes = list(classes)
     model.config = config
-    device = torch.device(device) if device is not None else _default_device()
-    return model.to(device).eval()
+    return model
 
 
 def detect(images: Union[ImageInput, Sequence[ImageInput]], checkpoint: Union[str, os.PathLike, nn.Module],
@@ -54,9 +80,11 @@ def detect(images: Union[ImageInput, Sequence[ImageInput]], checkpoint: Union[st
 
     images: file paths, H x W x 3 uint8 numpy arrays (RGB; BGR as OpenCV reads
         them with bgr=True), PIL images, or float tensors [3, H, W] in [0, 1].
-    checkpoint: a detkit checkpoint path, or a model from load_model. The
-        model of the last path is kept in memory (one model) until the path,
-        the file or the device changes or clear_model_cache() is called.
+    checkpoint: a detkit checkpoint path, a zoo name with pretrained weights
+        ("maskrcnn_resnet50_fpn": torchvision's COCO weights and class names),
+        or a model from load_model. The model of the last path or name is kept
+        in memory (one model) until the path, the file or the device changes or
+        clear_model_cache() is called.
     Returns one dict per image: {"boxes": Tensor[N, 4] (x1, y1, x2, y2) in the
     image's pixels, "scores": Tensor[N], "labels": Tensor[N] (1..K),
     "class_names": list[str], and "masks": Tensor[N, 1, H, W] for Mask R-CNN},
@@ -79,7 +107,8 @@ def detect(images: Union[ImageInput, Sequence[ImageInput]], checkpoint: Union[st
 
 
 def _cached_model(checkpoint, device) -> nn.Module:
-    path = os.path.abspath(os.fspath(checkpoint))
+    name = os.fspath(checkpoint)
+    path = name if _is_zoo_name(name) else os.path.abspath(name)
     stamp = os.stat(path).st_mtime_ns if os.path.exists(path) else None
     key = (path, stamp, str(device))
     if key not in _MODEL_CACHE:

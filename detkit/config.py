@@ -37,8 +37,12 @@ MASK_MODEL_PREFIX = "maskrcnn_"
 class ModelConfig:
     name: str = "ssd300_vgg16"  # a name from detkit.models.list_models()
     options: dict = field(default_factory=dict)  # builder keyword arguments (width, size, min_size, ...)
-    backbone_weights: Optional[str] = None  # a torchvision ImageNet state_dict for the backbone
-    weights: Optional[str] = None  # a detkit or torchvision checkpoint of the whole model to start from
+    # Where the backbone starts: an ImageNet state_dict file or a torchvision weights name
+    # ("IMAGENET1K_V1", "IMAGENET1K_FEATURES" for VGG-16, "DEFAULT").
+    backbone_weights: Optional[str] = None
+    # Where the whole model starts: a detkit checkpoint, a state_dict file or a torchvision weights
+    # name ("DEFAULT", "COCO_V1"); another class count than the data's fine-tunes (class layers anew).
+    weights: Optional[str] = None
 
 
 @dataclass

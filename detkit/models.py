@@ -2,6 +2,9 @@
 per name, each with its real keyword arguments.
 
     model = detkit.models.build("ssd300_vgg16", num_classes=21, score_thresh=0.2)
+    model = detkit.models.build("fasterrcnn_resnet50_fpn", weights="COCO_V1")     # torchvision's COCO weights
+    model = detkit.models.build("fasterrcnn_resnet50_fpn", num_classes=4, weights="DEFAULT")  # to fine-tune
+    model = detkit.models.build("ssd300_resnet50", backbone_weights="IMAGENET1K_V1")
     detkit.models.load_weights(model, "ssd300_vgg16_coco.pth")   # a torchvision file or a detkit checkpoint
 
 `detkit.modeling` holds the parts (backbones, FPN, RPN, RoI heads, SSD); this
@@ -11,6 +14,11 @@ keyword arguments and the detector's settings as one frozen options object
 (`SSDOptions` or `RCNNOptions`) whose defaults are that model's. `build()`
 accepts both as flat keyword arguments, as a config's `model.options` holds
 them, and refuses any option the model does not take, listing those it does.
+
+Starting weights (`weights=` for the whole model, `backbone_weights=` for the
+ImageNet body) are a file path, a detkit checkpoint or a torchvision weights
+name; see detkit.weights. Weights of another class count fine-tune: all but
+the class-dependent layers load, and those are re-initialised.
 """
 from __future__ import annotations
 
@@ -31,16 +39,21 @@ from .modeling.roi_heads import (FastRCNNPredictor, MaskRCNNHeads, MaskRCNNPredi
 from .modeling.rpn import RegionProposalNetwork, RPNHead
 from .modeling.ssd import SSD
 from .modeling.ssd_neck import SSDNeck
-from .weights import WeightsError, load_weights, read_weights
+from .weights import (MODEL_TWINS, WeightsError, fetch_state_dict, is_weights_name, load_finetune, load_weights,
+                      read_weights, resolve_weights)
 
-__all__ = ["build", "list_models", "model_options", "load_weights", "SSDOptions", "RCNNOptions", "ModelOptionError"]
+__all__ = ["build", "list_models", "model_options", "pretrained_models", "load_weights", "SSDOptions", "RCNNOptions",
+           "ModelOptionError"]
 
 PathLike = Union[str, os.PathLike]
 
 _REGISTRY: dict[str, Callable[..., nn.Module]] = {}
 
 SSD300_RATIOS = [[2], [2, 3], [2, 3], [2, 3], [2], [2]]
-SSD300_SCALES = [0.07, 0.15, 0.33, 0.51, 0.69, 0.87, 1.05]
+# Default-box scales (fractions of the input, one per level plus one for the last level's
+# extra box); tuples, so a builder's default cannot be changed in place.
+SSD300_SCALES = (0.07, 0.15, 0.33, 0.51, 0.69, 0.87, 1.05)
+SSD512_SCALES = (0.04, 0.1, 0.26, 0.42, 0.58, 0.74, 0.9, 1.06)
 # torchvision's SSD300 input scaling: the Caffe VGG mean, in [0, 1] input units, and no std.
 VGG_MEAN, VGG_STD = (0.48235, 0.45882, 0.40784), (1.0 / 255.0, 1.0 / 255.0, 1.0 / 255.0)
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
@@ -130,12 +143,40 @@ def model_options(name: str) -> dict[str, object]:
     return options
 
 
-def build(name: str, num_classes: int = 91, **options: object) -> nn.Module:
+def pretrained_models() -> list[str]:
+    """The zoo names that `build(name, weights=...)` can load torchvision weights for."""
+    return sorted(MODEL_TWINS)
+
+
+def build(name: str, num_classes: Optional[int] = None, weights: Optional[PathLike] = None,
+          **options: object) -> nn.Module:
     """Builds a zoo model. `options` are the builder's own keyword arguments
     (width, size, backbone_weights, ...) and the fields of its detector options
     (score_thresh, min_size, ...), flat; an option the model does not take is a
-    ModelOptionError that lists the ones it does (see `model_options(name)`)."""
+    ModelOptionError that lists the ones it does (see `model_options(name)`).
+
+    weights: where the whole model starts: a file (a detkit checkpoint or a
+        state_dict) or a torchvision weights name ("DEFAULT", "COCO_V1",
+        "FasterRCNN_ResNet50_FPN_Weights.COCO_V1"). Named weights set
+        `model.classes` (COCO's 91 slots, "N/A" gaps included). With another
+        `num_classes` than the weights', the class-dependent layers are
+        re-initialised and everything else loads strictly (fine-tuning).
+    num_classes: including the background; default: the weights' count, else 91.
+    """
     builder = _builder(name)
+    state, classes, source = _starting_weights(name, weights) if weights is not None else (None, None, None)
+    if num_classes is None:
+        num_classes = len(classes) + 1 if classes else 91
+    model = builder(num_classes, **_builder_arguments(name, builder, options))
+    if state is not None:
+        reinitialised = load_finetune(model, state, source, _class_layers(model))
+        if classes and not reinitialised:
+            model.classes = list(classes)
+    return model
+
+
+def _builder_arguments(name: str, builder: Callable[..., nn.Module], options: dict) -> dict:
+    """Flat options -> the builder's keyword arguments plus its `detector` settings."""
     params = inspect.signature(builder).parameters
     detector = params["detector"].default
     fields = {f.name for f in dataclasses.fields(detector)}
@@ -146,19 +187,44 @@ def build(name: str, num_classes: int = 91, **options: object) -> nn.Module:
     # Config files and --set give lists where the options hold tuples.
     flat = {k: tuple(v) if isinstance(v, list) else v for k, v in options.items()}
     own = {k: v for k, v in flat.items() if k not in fields}
-    settings = dataclasses.replace(detector, **{k: v for k, v in flat.items() if k in fields})
-    return builder(num_classes, **own, detector=settings)
+    return {**own, "detector": dataclasses.replace(detector, **{k: v for k, v in flat.items() if k in fields})}
 
 
-def _backbone_weights(backbone: nn.Module, path: Optional[PathLike]) -> None:
-    """Loads an ImageNet classification state_dict into `backbone` (its head dropped)."""
-    if path is None:
+def _starting_weights(name: str, weights: PathLike):
+    """(state_dict, class names or None, source text) of `weights` for zoo model `name`."""
+    if is_weights_name(weights):
+        member = resolve_weights(weights, MODEL_TWINS.get(name), f"model {name!r}", pretrained_models())
+        categories = member.meta.get("categories")
+        return fetch_state_dict(member), (categories[1:] if categories else None), f"{member}"
+    state, classes = read_weights(weights)
+    return state, classes, os.fspath(weights)
+
+
+def _class_layers(model: nn.Module) -> dict[str, Callable[[], None]]:
+    """The layers whose shape depends on the class count -> their constructor initialisation."""
+    if isinstance(model, SSD):
+        return {"head.classification_head": model.head.classification_head.reset_parameters}
+    layers = {"roi_heads.box_predictor": model.roi_heads.box_predictor.reset_parameters}
+    if model.roi_heads.mask_predictor is not None:
+        layers["roi_heads.mask_predictor.mask_fcn_logits"] = model.roi_heads.mask_predictor.reset_logits
+    return layers
+
+
+def _backbone_weights(backbone: nn.Module, spec: Optional[PathLike]) -> None:
+    """Loads ImageNet classification weights into `backbone` (their classifier
+    dropped): a file, or a torchvision weights name of the backbone's twin
+    ("IMAGENET1K_V1", "IMAGENET1K_FEATURES" for VGG-16, "DEFAULT", ...)."""
+    if spec is None:
         return
-    state, _ = read_weights(path, "backbone weights")
+    if is_weights_name(spec):
+        member = resolve_weights(spec, backbone.torchvision_name, type(backbone).__name__)
+        state, source = fetch_state_dict(member), f"{member}"
+    else:
+        (state, _), source = read_weights(spec, "backbone weights"), os.fspath(spec)
     try:
         backbone.load_imagenet(state)
     except (RuntimeError, KeyError) as exc:
-        raise WeightsError(f"{os.fspath(path)} does not fit {type(backbone).__name__}: "
+        raise WeightsError(f"{source} does not fit {type(backbone).__name__}: "
                            f"{str(exc).splitlines()[0]}") from None
 
 
@@ -173,15 +239,16 @@ def _ssd(backbone: nn.Module, num_classes: int, size: int, detector: SSDOptions,
                **dataclasses.asdict(detector))
 
 
-def _ssd_on_neck(body: nn.Module, num_classes: int, size: int, backbone_weights: Optional[PathLike],
-                 detector: SSDOptions) -> SSD:
+def _ssd_on_neck(body: nn.Module, num_classes: int, size: int, scales: Sequence[float],
+                 backbone_weights: Optional[PathLike], detector: SSDOptions) -> SSD:
     """SSD300's levels on a classification body's c3-c5 plus three extra maps."""
     _backbone_weights(body, backbone_weights)
-    return _ssd(SSDNeck(body), num_classes, size, detector)
+    return _ssd(SSDNeck(body), num_classes, size, detector, scales=scales)
 
 
 @register("ssd300_vgg16")
 def ssd300_vgg16(num_classes: int = 91, *, width: float = 1.0, size: int = 300,
+                 scales: Sequence[float] = SSD300_SCALES,
                  backbone_weights: Optional[PathLike] = None, trainable_backbone_layers: int = 5,
                  detector: SSDOptions = SSDOptions()) -> SSD:
     """SSD300 on VGG-16, torchvision's ssd300_vgg16 (same names, defaults and
@@ -189,81 +256,92 @@ def ssd300_vgg16(num_classes: int = 91, *, width: float = 1.0, size: int = 300,
     backbone = SSDVGG16(highres=False, width=width, trainable_layers=trainable_backbone_layers)
     _backbone_weights(backbone, backbone_weights)
     steps = [8, 16, 32, 64, 100, 300] if size == 300 else None
-    return _ssd(backbone, num_classes, size, detector, steps=steps, mean=VGG_MEAN, std=VGG_STD)
+    return _ssd(backbone, num_classes, size, detector, steps=steps, scales=scales, mean=VGG_MEAN, std=VGG_STD)
 
 
 @register("ssd300_vgg16_small")
 def ssd300_vgg16_small(num_classes: int = 91, *, width: float = 0.25, size: int = 300,
+                       scales: Sequence[float] = SSD300_SCALES,
                        detector: SSDOptions = SSDOptions()) -> SSD:
     """ssd300_vgg16 at quarter width, for training from scratch on a CPU."""
-    return ssd300_vgg16(num_classes, width=width, size=size, detector=detector)
+    return ssd300_vgg16(num_classes, width=width, size=size, scales=scales, detector=detector)
 
 
 @register("ssd512_vgg16")
 def ssd512_vgg16(num_classes: int = 91, *, width: float = 1.0, size: int = 512,
+                 scales: Sequence[float] = SSD512_SCALES,
                  backbone_weights: Optional[PathLike] = None, trainable_backbone_layers: int = 5,
                  detector: SSDOptions = SSDOptions()) -> SSD:
     """SSD512 on VGG-16: one more level; default boxes placed by feature-map size."""
     backbone = SSDVGG16(highres=True, width=width, trainable_layers=trainable_backbone_layers)
     _backbone_weights(backbone, backbone_weights)
     ratios = [[2], [2, 3], [2, 3], [2, 3], [2, 3], [2], [2]]
-    scales = [0.04, 0.1, 0.26, 0.42, 0.58, 0.74, 0.9, 1.06]
     return _ssd(backbone, num_classes, size, detector, ratios=ratios, scales=scales, mean=VGG_MEAN, std=VGG_STD)
 
 
-def _ssd_resnet(depth: int, num_classes: int, width: float, size: int, backbone_weights: Optional[PathLike],
-                trainable_backbone_layers: int, frozen_bn: bool, detector: SSDOptions) -> SSD:
+def _ssd_resnet(depth: int, num_classes: int, width: float, size: int, scales: Sequence[float],
+                backbone_weights: Optional[PathLike], trainable_backbone_layers: int, frozen_bn: bool,
+                detector: SSDOptions) -> SSD:
     body = ResNet(depth, frozen_bn=frozen_bn, trainable_layers=trainable_backbone_layers, width=width)
-    return _ssd_on_neck(body, num_classes, size, backbone_weights, detector)
+    return _ssd_on_neck(body, num_classes, size, scales, backbone_weights, detector)
 
 
 @register("ssd300_resnet18")
 def ssd300_resnet18(num_classes: int = 91, *, width: float = 1.0, size: int = 300,
+                    scales: Sequence[float] = SSD300_SCALES,
                     backbone_weights: Optional[PathLike] = None, trainable_backbone_layers: int = 5,
                     frozen_bn: bool = False, detector: SSDOptions = SSDOptions()) -> SSD:
     """SSD300 on ResNet-18 features c3-c5 plus three extra maps."""
-    return _ssd_resnet(18, num_classes, width, size, backbone_weights, trainable_backbone_layers, frozen_bn, detector)
+    return _ssd_resnet(18, num_classes, width, size, scales,
+                       backbone_weights, trainable_backbone_layers, frozen_bn, detector)
 
 
 @register("ssd300_resnet18_small")
 def ssd300_resnet18_small(num_classes: int = 91, *, width: float = 0.5, size: int = 300,
+                          scales: Sequence[float] = SSD300_SCALES,
                           detector: SSDOptions = SSDOptions()) -> SSD:
     """ssd300_resnet18 at half width, for training from scratch on a CPU."""
-    return _ssd_resnet(18, num_classes, width, size, None, 5, False, detector)
+    return _ssd_resnet(18, num_classes, width, size, scales, None, 5, False, detector)
 
 
 @register("ssd300_resnet34")
 def ssd300_resnet34(num_classes: int = 91, *, width: float = 1.0, size: int = 300,
+                    scales: Sequence[float] = SSD300_SCALES,
                     backbone_weights: Optional[PathLike] = None, trainable_backbone_layers: int = 5,
                     frozen_bn: bool = False, detector: SSDOptions = SSDOptions()) -> SSD:
     """SSD300 on ResNet-34 features c3-c5 plus three extra maps."""
-    return _ssd_resnet(34, num_classes, width, size, backbone_weights, trainable_backbone_layers, frozen_bn, detector)
+    return _ssd_resnet(34, num_classes, width, size, scales,
+                       backbone_weights, trainable_backbone_layers, frozen_bn, detector)
 
 
 @register("ssd300_resnet50")
 def ssd300_resnet50(num_classes: int = 91, *, width: float = 1.0, size: int = 300,
+                    scales: Sequence[float] = SSD300_SCALES,
                     backbone_weights: Optional[PathLike] = None, trainable_backbone_layers: int = 5,
                     frozen_bn: bool = False, detector: SSDOptions = SSDOptions()) -> SSD:
     """SSD300 on ResNet-50 features c3-c5 plus three extra maps."""
-    return _ssd_resnet(50, num_classes, width, size, backbone_weights, trainable_backbone_layers, frozen_bn, detector)
+    return _ssd_resnet(50, num_classes, width, size, scales,
+                       backbone_weights, trainable_backbone_layers, frozen_bn, detector)
 
 
 @register("ssd300_resnet101")
 def ssd300_resnet101(num_classes: int = 91, *, width: float = 1.0, size: int = 300,
+                     scales: Sequence[float] = SSD300_SCALES,
                      backbone_weights: Optional[PathLike] = None, trainable_backbone_layers: int = 5,
                      frozen_bn: bool = False, detector: SSDOptions = SSDOptions()) -> SSD:
     """SSD300 on ResNet-101 features c3-c5 plus three extra maps."""
-    return _ssd_resnet(101, num_classes, width, size, backbone_weights, trainable_backbone_layers, frozen_bn,
+    return _ssd_resnet(101, num_classes, width, size, scales, backbone_weights, trainable_backbone_layers, frozen_bn,
                        detector)
 
 
 @register("ssd300_googlenet")
 def ssd300_googlenet(num_classes: int = 91, *, width: float = 1.0, size: int = 300,
+                     scales: Sequence[float] = SSD300_SCALES,
                      backbone_weights: Optional[PathLike] = None, trainable_backbone_layers: int = 4,
                      detector: SSDOptions = SSDOptions()) -> SSD:
     """SSD300 on GoogLeNet (Inception v1 with BatchNorm) features plus three extra maps."""
     body = GoogLeNet(width=width, trainable_layers=trainable_backbone_layers)
-    return _ssd_on_neck(body, num_classes, size, backbone_weights, detector)
+    return _ssd_on_neck(body, num_classes, size, scales, backbone_weights, detector)
 
 
 # --- Faster and Mask R-CNN ------------------------------------------------------------------------

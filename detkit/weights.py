@@ -5,19 +5,32 @@ the file and the keys.
     state, classes = read_weights("last.pth")        # classes is None for a plain state_dict
     load_state_strict(model, state, "last.pth")
 
-Files are read with `torch.load(weights_only=True)`, so a file from elsewhere
-cannot run code.
+Starting weights may also be named as torchvision names them ("DEFAULT",
+"COCO_V1", "IMAGENET1K_V1", "FasterRCNN_ResNet50_FPN_Weights.COCO_V1"): the name
+is resolved with torchvision's weights enums and fetched with their
+`get_state_dict`, which reads the torch hub cache and downloads only what is
+not there. Files are read with `torch.load(weights_only=True)`, so a file from
+elsewhere cannot run code.
 """
 from __future__ import annotations
 
 import os
-from typing import Any, Optional, Union
+import re
+import sys
+from typing import Any, Callable, Optional, Union
+from urllib.parse import urlparse
 
 import torch
 from torch import Tensor, nn
 
 # The tag every detkit checkpoint carries (detkit.engine.checkpoint writes it).
 CHECKPOINT_FORMAT = "detkit"
+
+# Zoo names whose whole model has a torchvision twin with published weights (the same tensor names).
+MODEL_TWINS = {"ssd300_vgg16": "ssd300_vgg16", "fasterrcnn_resnet50_fpn": "fasterrcnn_resnet50_fpn",
+               "maskrcnn_resnet50_fpn": "maskrcnn_resnet50_fpn"}
+# A torchvision weights name: an enum member ("COCO_V1") or "EnumClass.MEMBER"; never a file name.
+_WEIGHTS_NAME = re.compile(r"(?:[A-Za-z][A-Za-z0-9_]*\.)?[A-Z][A-Z0-9_]*")
 
 PathLike = Union[str, os.PathLike]
 
@@ -80,3 +93,78 @@ def load_weights(model: nn.Module, path: PathLike) -> nn.Module:
     files) into `model`, strictly, and returns `model`."""
     state, _ = read_weights(path)
     return load_state_strict(model, state, os.fspath(path))
+
+
+def is_weights_name(spec: Any) -> bool:
+    """True for "DEFAULT", "COCO_V1", "VGG16_Weights.IMAGENET1K_FEATURES", ...;
+    False for anything that exists as a file or looks like a path."""
+    return isinstance(spec, str) and bool(_WEIGHTS_NAME.fullmatch(spec)) and not os.path.exists(spec)
+
+
+def resolve_weights(spec: str, twin: Optional[str], what: str, pretrained: Optional[list[str]] = None):
+    """The torchvision weights enum member named `spec` for the torchvision
+    model `twin` (e.g. "fasterrcnn_resnet50_fpn", "resnet18"). `what` names
+    the model in errors; `pretrained` lists the names that do have weights."""
+    import torchvision
+
+    if twin is None:
+        raise WeightsError(f"{what} has no pretrained weights in torchvision, so {spec!r} cannot be loaded; "
+                           f"models with named weights: {', '.join(pretrained or [])}. Give a file path instead.")
+    enum = torchvision.models.get_model_weights(twin)
+    members = [m for m in enum.__members__ if m != "DEFAULT"]
+    enum_name, _, member = spec.rpartition(".")
+    if enum_name and enum_name != enum.__name__:
+        raise WeightsError(f"{spec!r} are weights of another model; {what} takes {enum.__name__}."
+                           f"{{{', '.join(['DEFAULT', *members])}}}")
+    if member not in enum.__members__:
+        raise WeightsError(f"unknown weights {spec!r} for {what}; choose one of: DEFAULT, {', '.join(members)} "
+                           f"(or {enum.__name__}.<name>)")
+    return enum[member]
+
+
+def hub_file(weights) -> str:
+    """Where torchvision's get_state_dict keeps `weights` in the torch hub cache."""
+    import torch.hub
+
+    return os.path.join(torch.hub.get_dir(), "checkpoints", os.path.basename(urlparse(weights.url).path))
+
+
+def fetch_state_dict(weights) -> dict[str, Tensor]:
+    """The state_dict of a torchvision weights enum member, from the torch hub
+    cache or, where it is missing, downloaded into it by torchvision."""
+    path = hub_file(weights)
+    cached = os.path.isfile(path)
+    try:
+        return weights.get_state_dict(progress=False, weights_only=True, map_location="cpu")
+    except Exception as exc:  # noqa: BLE001 - urllib, socket, HTTP and disk errors all mean: no file
+        if cached:
+            raise WeightsError(f"{path}: the cached {weights} weights cannot be read ({type(exc).__name__}: "
+                               f"{str(exc).splitlines()[0] if str(exc) else ''}); delete the file to fetch it "
+                               "again") from None
+        raise WeightsError(f"{weights}: {os.path.basename(path)} is not in the torch hub cache "
+                           f"({os.path.dirname(path)}) and downloading it failed ({type(exc).__name__}: "
+                           f"{str(exc).splitlines()[0] if str(exc) else ''}). Put the file from {weights.url} "
+                           "there, or connect to the internet once") from None
+
+
+def load_finetune(model: nn.Module, state: dict[str, Tensor], source: str,
+                  class_layers: dict[str, Callable[[], None]]) -> list[str]:
+    """Loads `state` into `model` where the two differ only in the class count:
+    every tensor outside `class_layers` (prefix -> its re-initialiser) loads
+    strictly, and each class layer whose shape differs is re-initialised as the
+    model's constructor does. Returns the re-initialised tensor names (empty
+    when the class counts agree); any other mismatch is a WeightsError."""
+    missing, unexpected, wrong = mismatches(model, state)
+    wrong_keys = [entry.split(":", 1)[0] for entry in wrong]
+    in_class_layer = lambda key: any(key.startswith(prefix + ".") for prefix in class_layers)  # noqa: E731
+    if not wrong or missing or unexpected or not all(in_class_layer(k) for k in wrong_keys):
+        load_state_strict(model, state, source)
+        return []
+    layers = sorted({prefix for prefix in class_layers for key in wrong_keys if key.startswith(prefix + ".")})
+    fresh = [key for key in model.state_dict() if any(key.startswith(p + ".") for p in layers)]
+    for prefix in layers:
+        class_layers[prefix]()
+    result = model.load_state_dict({k: v for k, v in state.items() if k not in fresh}, strict=False)
+    assert sorted(result.missing_keys) == sorted(fresh) and not result.unexpected_keys
+    print(f"detkit: {source} has another class count; re-initialised {', '.join(fresh)}", file=sys.stderr)
+    return fresh

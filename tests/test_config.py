@@ -1,3 +1,4 @@
+import dataclasses
 import glob
 import os
 
@@ -5,6 +6,7 @@ import pytest
 
 from detkit import models
 from detkit.config import EVAL_KEYS, Config, ConfigError, apply_overrides, load_config
+from detkit.engine.build import build_model
 from detkit.evaluation.coco import STAT_NAMES
 
 CONFIGS = sorted(glob.glob(os.path.join(os.path.dirname(__file__), "..", "configs", "*.py")))
@@ -128,3 +130,13 @@ def test_pairs_that_fit_are_accepted():
 
 def test_eval_keys_are_the_evaluators_metric_names():
     assert EVAL_KEYS["coco"] == STAT_NAMES
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: os.path.basename(p))
+def test_every_config_builds_its_model(path):
+    """Catches options a config gives that its model does not take. Starting
+    weights are left out: they would be fetched from the internet."""
+    config = load_config(path)
+    model_config = dataclasses.replace(config.model, weights=None, backbone_weights=None)
+    model = build_model(model_config, num_classes=4)
+    assert model.num_classes == 4

@@ -98,17 +98,16 @@ def _voc_splits(root, year, train_split, val_split, classes, data: DataConfig) -
     return DataSplits(train, val, classes, None)
 
 
-def build_model(model: ModelConfig, num_classes: int) -> nn.Module:
-    """The named model for `num_classes` (background included), with its
-    starting weights loaded: a detkit checkpoint or a plain state_dict. An
-    option the model does not take is a models.ModelOptionError."""
+def build_model(model: ModelConfig, num_classes: Optional[int]) -> nn.Module:
+    """The named model for `num_classes` (background included; None: the
+    starting weights' count), with its
+    starting weights loaded (a file or a torchvision weights name; weights of
+    another class count fine-tune, see models.build). An option the model does
+    not take is a models.ModelOptionError."""
     options = dict(model.options)
     if model.backbone_weights is not None:
         options["backbone_weights"] = model.backbone_weights
-    net = models.build(model.name, num_classes=num_classes, **options)
-    if model.weights:
-        models.load_weights(net, model.weights)
-    return net
+    return models.build(model.name, num_classes=num_classes, weights=model.weights or None, **options)
 
 
 def build_optimizer(solver: SolverConfig, model: nn.Module) -> torch.optim.Optimizer:

@@ -2,8 +2,9 @@
 from __future__ import annotations
 
 import os
-from typing import Optional
+from typing import Optional, Sequence
 
+import torch
 from torch import nn
 
 from ..data import CocoDetection, VOCDetection
@@ -27,6 +28,9 @@ def evaluate_model(model: nn.Module, out: str, data: str = "config", images: Opt
     device = next(model.parameters()).device
     count = min(num_images, len(dataset)) if num_images > 0 else len(dataset)
     predictions, targets = predict(model, dataset, list(range(count)), device, config.data.batch_size)
+    if list(dataset.classes) != list(classes):
+        predictions = relabel(predictions, label_map(classes, dataset.classes, ann or voc_root or "the data"))
+        classes = dataset.classes
     os.makedirs(out, exist_ok=True)
     evaluator = build_evaluator(metric, classes, gt, iou_type, image_ids=set(predictions))
     evaluator.update(predictions, targets)
@@ -48,12 +52,33 @@ def _dataset(model: nn.Module, data: str, images, ann, voc_root, year: str, spli
     if data == "coco":
         if not images or not ann:
             raise ValueError("--data coco needs --images (the image folder) and --ann (the annotation JSON)")
-        dataset = CocoDetection(images, ann, eval_transforms())
-        if dataset.classes != list(classes):
-            raise ValueError(f"{ann}: its categories {dataset.classes[:5]}... are not the checkpoint's classes "
-                             f"{list(classes)[:5]}...")
-        return dataset, ann, "coco"
+        return CocoDetection(images, ann, eval_transforms()), ann, "coco"
     if not voc_root:
         raise ValueError("--data voc needs --voc-root (the VOCdevkit folder)")
     return VOCDetection(voc_root, year, split, keep_difficult=True, transforms=eval_transforms(),
                         classes=classes), None, "voc"
+
+
+def label_map(model_classes: Sequence[str], data_classes: Sequence[str], source: str) -> dict[int, int]:
+    """Model label -> data label, matched by class name: a COCO-pretrained model's
+    91 slots ("N/A" gaps included) onto a COCO file's 80 contiguous labels. Every
+    class of the data must be one the model knows."""
+    data_label = {name: n + 1 for n, name in enumerate(data_classes)}
+    unknown = [name for name in data_classes if name not in set(model_classes)]
+    if unknown:
+        raise ValueError(f"{source}: its classes {unknown[:5]} are not among the model's classes "
+                         f"{list(model_classes)[:5]}...")
+    return {n + 1: data_label[name] for n, name in enumerate(model_classes) if name in data_label}
+
+
+def relabel(predictions: dict, mapping: dict[int, int]) -> dict:
+    """Predictions with labels mapped by `mapping`; detections of classes the data lacks are dropped."""
+    out = {}
+    for image_id, prediction in predictions.items():
+        labels = prediction["labels"].tolist()
+        keep = torch.tensor([label in mapping for label in labels], dtype=torch.bool)
+        moved = {k: v[keep] for k, v in prediction.items()}
+        moved["labels"] = torch.tensor([mapping[label] for label, kept in zip(labels, keep.tolist()) if kept],
+                                       dtype=prediction["labels"].dtype)
+        out[image_id] = moved
+    return out

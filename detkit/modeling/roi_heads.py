@@ -45,6 +45,11 @@ class FastRCNNPredictor(nn.Module):
         self.cls_score = nn.Linear(in_channels, num_classes)
         self.bbox_pred = nn.Linear(in_channels, num_classes * 4)
 
+    def reset_parameters(self) -> None:
+        """The constructor's initialisation (nn.Linear's own), for fine-tuning to another class count."""
+        self.cls_score.reset_parameters()
+        self.bbox_pred.reset_parameters()
+
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
         x = x.flatten(1)
         return self.cls_score(x), self.bbox_pred(x)
@@ -73,9 +78,14 @@ class MaskRCNNPredictor(nn.Sequential):
         self.conv5_mask = nn.ConvTranspose2d(in_channels, dim_reduced, 2, 2, 0)
         self.relu = nn.ReLU(inplace=True)
         self.mask_fcn_logits = nn.Conv2d(dim_reduced, num_classes, 1, 1, 0)
-        for name, param in self.named_parameters():
-            if "weight" in name:
-                nn.init.kaiming_normal_(param, mode="fan_out", nonlinearity="relu")
+        nn.init.kaiming_normal_(self.conv5_mask.weight, mode="fan_out", nonlinearity="relu")
+        nn.init.kaiming_normal_(self.mask_fcn_logits.weight, mode="fan_out", nonlinearity="relu")
+
+    def reset_logits(self) -> None:
+        """Re-initialises the per-class layer as the constructor does (the weight
+        Kaiming-normal, the bias nn.Conv2d's default), for fine-tuning to another class count."""
+        self.mask_fcn_logits.reset_parameters()
+        nn.init.kaiming_normal_(self.mask_fcn_logits.weight, mode="fan_out", nonlinearity="relu")
 
 
 class RoIHeads(nn.Module):

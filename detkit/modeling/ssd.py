@@ -33,6 +33,10 @@ class ScoringHead(nn.Module):
         self.module_list = nn.ModuleList(nn.Conv2d(c, columns * a, kernel_size=3, padding=1)
                                          for c, a in zip(in_channels, num_anchors))
         self.num_columns = columns
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """The constructor's initialisation (fine-tuning to another class count re-runs it)."""
         xavier_init(self.module_list)
 
     def forward(self, features: list[Tensor]) -> Tensor:

@@ -56,6 +56,7 @@ class GoogLeNet(nn.Module):
 
     def __init__(self, width: float = 1.0, trainable_layers: int = 4):
         super().__init__()
+        self.torchvision_name = "googlenet"  # its ImageNet twin in torchvision.models
         c = lambda v: scaled_channels(v, width)  # noqa: E731
         self.conv1 = BasicConv2d(3, c(64), kernel_size=7, stride=2, padding=3)
         self.maxpool1 = nn.MaxPool2d(3, stride=2, ceil_mode=True)

@@ -67,6 +67,7 @@ class ResNet(nn.Module):
 
     def __init__(self, depth: int = 50, frozen_bn: bool = False, trainable_layers: int = 5, width: float = 1.0):
         super().__init__()
+        self.torchvision_name = f"resnet{depth}"  # its ImageNet twin in torchvision.models
         if depth not in DEPTHS:
             raise ValueError(f"depth must be one of {sorted(DEPTHS)}, got {depth}")
         kind, counts = DEPTHS[depth]

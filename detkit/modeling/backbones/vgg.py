@@ -48,6 +48,7 @@ class SSDVGG16(nn.Module):
 
     def __init__(self, highres: bool = False, width: float = 1.0, trainable_layers: int = 5):
         super().__init__()
+        self.torchvision_name = "vgg16"  # its ImageNet twin in torchvision.models
         backbone = vgg16_features(width)
         pools = [i for i, layer in enumerate(backbone) if isinstance(layer, nn.MaxPool2d)]
         backbone[pools[2]].ceil_mode = True  # 75 -> 38 at 300x300
@@ -113,6 +114,7 @@ class VGG16C5(nn.Module):
 
     def __init__(self, width: float = 1.0, trainable_layers: int = 5):
         super().__init__()
+        self.torchvision_name = "vgg16"  # its ImageNet twin in torchvision.models
         self.features = vgg16_features(width)[:-1]  # drop pool5
         self.out_channels = {"c5": scaled_channels(512, width)}
         if not 0 <= trainable_layers <= 5:

@@ -9,10 +9,9 @@ from typing import Callable, Optional
 import numpy as np
 
 from ..jsonio import load_json
-from .images import read_image
-from .problems import AnnotationProblems
-
 from ..targets import NumpyTarget
+from .images import MAX_IMAGE_PIXELS, read_image
+from .problems import AnnotationError, AnnotationProblems, short
 
 
 class CocoDetection:
@@ -27,10 +26,23 @@ class CocoDetection:
     `classes[l - 1]` and `cat_ids[l - 1]` name label l. Crowd annotations stay
     in the target, flagged, so training can ignore them. Boxes partly outside
     the image are clipped; boxes with no area are dropped and counted
-    (`dropped_empty`). An annotation with a negative size, one wholly outside
-    its image, or with an unknown category or image raises ValueError naming
-    the file and the annotation id, or with skip_invalid=True is skipped,
-    counted (`skipped`) and warned about once.
+    (`dropped_empty`).
+
+    The file is checked as it is indexed, so that a bad one fails here with
+    an AnnotationError (a ValueError) naming the file and the record, not
+    with a KeyError in a DataLoader worker hours later:
+    - a broken file always raises: not a JSON object; "images",
+      "annotations" or "categories" not a list, or holding a non-object; a
+      category without a unique integer id; two images with one id;
+    - an invalid record raises, or with skip_invalid=True is skipped, counted
+      (`skipped`) and warned about once: an image without an integer id, a
+      file_name, or integer width and height (at most 2^30 pixels); an
+      annotation with an unknown image or category, a bbox that is not 4
+      finite numbers, has a negative size or lies wholly outside its image,
+      an iscrowd other than 0 or 1, and with with_masks a segmentation that
+      is not polygons (coordinates within one image size of the image) or an
+      RLE of the image's size. An RLE whose compressed counts do not add up
+      to its size raises when its target is read.
     """
 
     def __init__(self, image_root: str | os.PathLike, ann_file: str | os.PathLike,
@@ -39,36 +51,49 @@ class CocoDetection:
         self.ann_file = os.fspath(ann_file)
         self.transforms = transforms
         self.with_masks = with_masks
-        dataset = _load_json(self.ann_file)
-        categories = sorted(dataset["categories"], key=lambda c: c["id"])
-        self.cat_ids = [int(c["id"]) for c in categories]
-        self.classes = [str(c.get("name", c["id"])) for c in categories]
-        self.label_of = {cat: n + 1 for n, cat in enumerate(self.cat_ids)}
-        self.images = {int(img["id"]): img for img in dataset["images"]}
-        self.ids = sorted(self.images)
         problems = AnnotationProblems(self.ann_file, skip_invalid)
+        dataset = _load_json(self.ann_file, problems)
+        self.cat_ids, self.classes = _categories(dataset["categories"], problems)
+        self.label_of = {cat: n + 1 for n, cat in enumerate(self.cat_ids)}
+        self.images = _images(dataset["images"], problems)
+        self.ids = sorted(self.images)
         self.dropped_empty = 0
         self._annotations = self._index(dataset["annotations"], problems)
         problems.warn()
         self.skipped = problems.skipped
 
     def _index(self, annotations: list, problems: AnnotationProblems) -> dict[int, list]:
-        """Valid annotations grouped by image, in file order. Boxes are checked
-        all at once with numpy; only problems are looked at one by one."""
-        known, sizes = [], []
-        images, label_of = self.images, self.label_of
-        for ann in annotations:
-            image = images.get(ann.get("image_id"))
+        """Valid annotations grouped by image, in file order. Each record's
+        references are checked as it is walked; the boxes all at once with
+        numpy; only problems are looked at one by one."""
+        known, positions, sizes = [], [], []
+        images, label_of, with_masks = self.images, self.label_of, self.with_masks
+        for n, ann in enumerate(annotations):
+            if not isinstance(ann, dict):
+                problems.fail(f"annotations[{n}] must be an object, got {short(ann)}")
+            try:
+                image = images.get(ann.get("image_id"))
+            except TypeError:  # an unhashable id (a list, an object) names no image
+                image = None
+            try:
+                known_category = ann.get("category_id") in label_of
+            except TypeError:
+                known_category = False
             if image is None:
-                problems.report(f"annotation {ann.get('id')}: image_id {ann.get('image_id')} is not in 'images'")
-            elif ann.get("category_id") not in label_of:
-                problems.report(f"annotation {ann.get('id')}: unknown category_id {ann.get('category_id')}")
+                problems.report(f"{_name(ann, n)}: image_id {short(ann.get('image_id'))} is not in 'images'")
+            elif not known_category:
+                problems.report(f"{_name(ann, n)}: unknown category_id {short(ann.get('category_id'))}")
+            elif ann.get("iscrowd", 0) not in (0, 1):
+                problems.report(f"{_name(ann, n)}: iscrowd must be 0 or 1, got {short(ann.get('iscrowd'))}")
+            elif with_masks and (problem := _segmentation_problem(ann.get("segmentation"), image)):
+                problems.report(f"{_name(ann, n)}: {problem}")
             else:
                 known.append(ann)
+                positions.append(n)
                 sizes.append((image["width"], image["height"]))
         boxes = _bbox_array(known)
         sizes = np.array(sizes, dtype=np.float64).reshape(-1, 2)
-        with np.errstate(invalid="ignore"):
+        with np.errstate(invalid="ignore", over="ignore"):
             bad_value = ~np.isfinite(boxes).all(1)
             negative = (boxes[:, 2] < 0) | (boxes[:, 3] < 0)
             empty = (boxes[:, 2] == 0) | (boxes[:, 3] == 0)
@@ -77,13 +102,13 @@ class CocoDetection:
         # 0 valid, 1 a problem to report, 2 empty (dropped and counted); problems win over emptiness.
         status = np.where(bad_value | negative | (outside & ~empty), 1, np.where(empty, 2, 0)).tolist()
         by_image: dict[int, list] = defaultdict(list)
-        for ann, state in zip(known, status):
+        for ann, n, state in zip(known, positions, status):
             if state == 0:
                 by_image[ann["image_id"]].append(ann)
             elif state == 2:
                 self.dropped_empty += 1
             else:
-                problems.report(_bbox_problem(ann, images[ann["image_id"]]))
+                problems.report(f"{_name(ann, n)}: {_bbox_problem(ann, images[ann['image_id']])}")
         return by_image
 
     def __len__(self) -> int:
@@ -121,18 +146,105 @@ class CocoDetection:
         return target
 
 
+def _load_json(path: str, problems: AnnotationProblems) -> dict:
+    """The file's object, with its three sections checked to be lists."""
+    try:
+        dataset = load_json(path, "annotation file")
+    except (ValueError, RecursionError) as exc:  # also bad UTF-8, a 5000-digit number, [[[[...]]]] too deep
+        message = str(exc)
+        problems.fail(message[len(path) + 2:] if message.startswith(f"{path}: ") else
+                      f"not valid JSON ({type(exc).__name__}: {message[:200]})")
+    if not isinstance(dataset, dict):
+        problems.fail(f"expected a JSON object with images, annotations and categories, got {short(dataset)}")
+    for key in ("images", "annotations", "categories"):
+        if not isinstance(dataset.get(key), list):
+            problems.fail(f"{key!r} must be a list, got {short(dataset.get(key))}")
+    if not dataset["images"]:
+        problems.fail("the image list is empty")
+    return dataset
+
+
+def _categories(records: list, problems: AnnotationProblems) -> tuple[list[int], list[str]]:
+    """(category ids in ascending order, their names). Labels are numbered
+    from these, so any fault here raises, skip_invalid or not."""
+    names: dict[int, str] = {}
+    for n, category in enumerate(records):
+        if not isinstance(category, dict) or type(category.get("id")) is not int:
+            problems.fail(f"categories[{n}] must be an object with an integer 'id', got {short(category)}")
+        name = category.get("name", category["id"])
+        if not isinstance(name, (str, int)):
+            problems.fail(f"category {category['id']}: 'name' must be a string, got {short(name)}")
+        if category["id"] in names:
+            problems.fail(f"category id {category['id']} appears twice")
+        names[category["id"]] = str(name)
+    ids = sorted(names)
+    return ids, [names[i] for i in ids]
+
+
+def _images(records: list, problems: AnnotationProblems) -> dict[int, dict]:
+    """{image id: record} of the valid image records."""
+    images: dict[int, dict] = {}
+    for n, image in enumerate(records):
+        if not isinstance(image, dict):
+            problems.fail(f"images[{n}] must be an object, got {short(image)}")
+        problem = _image_problem(image)
+        if problem is not None:
+            problems.report(f"image {short(image.get('id'))} (images[{n}]): {problem}")
+        elif image["id"] in images:
+            problems.fail(f"image id {image['id']} appears twice")
+        else:
+            images[image["id"]] = image
+    if not images:
+        problems.fail("no valid image record")
+    return images
+
+
+def _image_problem(image: dict) -> Optional[str]:
+    missing = [key for key in ("id", "file_name", "width", "height") if key not in image]
+    if missing:
+        return f"needs id, file_name, width and height; {', '.join(missing)} missing"
+    if type(image["id"]) is not int:
+        return f"'id' must be an integer, got {short(image['id'])}"
+    if not isinstance(image["file_name"], str) or not image["file_name"]:
+        return f"'file_name' must be a non-empty string, got {short(image['file_name'])}"
+    width, height = image["width"], image["height"]
+    if not (type(width) is int and type(height) is int and width > 0 and height > 0
+            and width * height <= MAX_IMAGE_PIXELS):
+        return (f"width and height must be positive integers, at most {MAX_IMAGE_PIXELS} pixels together, "
+                f"got {short(width)} x {short(height)}")
+    return None
+
+
+def _name(ann: dict, n: Optional[int] = None) -> str:
+    """How messages name an annotation: by its id, or when it has none by its
+    place n in the file's list."""
+    if "id" in ann or n is None:
+        return f"annotation {short(ann.get('id'))}"
+    return f"annotations[{n}] (no id)"
+
+
 def _bbox_array(anns: list) -> np.ndarray:
     """[N, 4] float64 of the annotations' bboxes; a malformed one becomes NaNs
-    (reported as not finite)."""
+    (reported as not finite). One numpy call for a well-formed file; only a
+    file with strings, ragged lists or 400-digit integers among its boxes
+    takes the record-by-record path."""
+    bboxes = [a.get("bbox") for a in anns]
     try:
-        return np.array([a.get("bbox") for a in anns], dtype=np.float64).reshape(-1, 4)
-    except (TypeError, ValueError):
-        return np.array([_one_bbox(a.get("bbox")) for a in anns], dtype=np.float64).reshape(-1, 4)
+        array = np.array(bboxes)
+    except (TypeError, ValueError, OverflowError):
+        array = None
+    if array is None or array.dtype.kind not in "iuf" or array.shape != (len(bboxes), 4):
+        array = np.array([_one_bbox(b) for b in bboxes], dtype=np.float64).reshape(-1, 4)
+    return array.astype(np.float64, copy=False)
 
 
-def _one_bbox(bbox) -> list:
-    if isinstance(bbox, list) and len(bbox) == 4 and all(isinstance(v, (int, float)) for v in bbox):
-        return bbox
+def _one_bbox(bbox) -> list[float]:
+    """bbox as 4 floats, or 4 NaNs when it is anything else."""
+    if isinstance(bbox, list) and len(bbox) == 4 and all(type(v) in (int, float) for v in bbox):
+        try:
+            return [float(v) for v in bbox]
+        except OverflowError:  # an integer beyond float range
+            pass
     return [math.nan] * 4
 
 
@@ -140,26 +252,52 @@ def _bbox_problem(ann: dict, image: dict) -> str:
     bbox = ann.get("bbox")
     values = _one_bbox(bbox)
     if not all(math.isfinite(v) for v in values):
-        return f"annotation {ann.get('id')}: bbox must be 4 finite numbers, got {bbox!r}"
+        return f"bbox must be 4 finite numbers [x, y, w, h], got {short(bbox)}"
     if values[2] < 0 or values[3] < 0:
-        return f"annotation {ann.get('id')}: bbox {bbox} has a negative width or height"
-    return (f"annotation {ann.get('id')}: bbox {bbox} lies outside its {image['width']}x{image['height']} "
-            f"image {image['id']}")
+        return f"bbox {short(bbox)} has a negative width or height"
+    return f"bbox {short(bbox)} lies outside its {image['width']}x{image['height']} image {image['id']}"
 
 
-def _load_json(path: str) -> dict:
-    dataset = load_json(path, "annotation file")
-    if not isinstance(dataset, dict):
-        raise ValueError(f"{path}: expected a JSON object with images, annotations and categories")
-    for key in ("images", "annotations", "categories"):
-        if not isinstance(dataset.get(key), list):
-            raise ValueError(f"{path}: {key!r} must be a list")
-    if not dataset["images"]:
-        raise ValueError(f"{path}: the image list is empty")
-    for img in dataset["images"]:
-        if not all(k in img for k in ("id", "file_name", "width", "height")):
-            raise ValueError(f"{path}: image {img.get('id')} needs id, file_name, width and height")
-    return dataset
+def _segmentation_problem(segm, image: dict) -> Optional[str]:
+    """Why pycocotools cannot be given `segm` for `image`, or None. Its C code
+    takes polygon coordinates and RLE sizes on faith: a coordinate of 1e12
+    crashes it, an RLE size of 10^5 x 10^5 allocates 10 GB."""
+    if isinstance(segm, list):
+        return _polygons_problem(segm, image["height"], image["width"])
+    if isinstance(segm, dict):
+        return _rle_problem(segm, image["height"], image["width"])
+    return f"segmentation must be polygons or an RLE, got {short(segm)}"
+
+
+def _polygons_problem(polygons: list, height: int, width: int) -> Optional[str]:
+    """Polygons are lists of x, y coordinates within one image size of the
+    image; pycocotools reads a list of 4-value lists as boxes."""
+    reach = max(height, width)
+    for polygon in polygons:
+        if not isinstance(polygon, list) or len(polygon) % 2 or len(polygon) < 4:
+            return f"a polygon must be a list of x, y coordinates, got {short(polygon)}"
+        if len(polygon) != len(polygons[0]) and 4 in (len(polygon), len(polygons[0])):
+            return "polygons mix 4-value boxes with longer polygons"
+        try:  # min, max and sum run in C; sum fails on anything but numbers and is NaN for a NaN
+            low, high, total = min(polygon), max(polygon), sum(polygon)
+        except TypeError:
+            return f"polygon coordinates must be numbers, got {short(polygon)}"
+        if not (-reach <= low and high <= 2 * reach and math.isfinite(total)):
+            return f"polygon coordinates must be finite and within {reach} px of the image, got {short(polygon)}"
+    return None
+
+
+def _rle_problem(rle: dict, height: int, width: int) -> Optional[str]:
+    size, counts = rle.get("size"), rle.get("counts")
+    if not (isinstance(size, list) and len(size) == 2 and all(type(v) is int for v in size)
+            and size == [height, width]):
+        return f"RLE size must be the image's [height, width] {[height, width]}, got {short(size)}"
+    if isinstance(counts, list):
+        if not all(type(c) is int and c >= 0 for c in counts) or sum(counts) != height * width:
+            return f"RLE counts must be non-negative integers adding up to {height * width}, got {short(counts)}"
+    elif not isinstance(counts, str):  # compressed: pycocotools (>= 2.0.5) checks the runs as it decodes
+        return f"RLE counts must be a list or a string, got {short(counts)}"
+    return None
 
 
 def _masks(anns: list, height: int, width: int, source: str) -> np.ndarray:
@@ -168,14 +306,16 @@ def _masks(anns: list, height: int, width: int, source: str) -> np.ndarray:
 
     masks = np.zeros((len(anns), height, width), dtype=np.uint8)
     for n, ann in enumerate(anns):
-        segm = ann.get("segmentation")
-        if isinstance(segm, list):
-            if not segm:
-                continue  # no polygon: an empty mask
-            rle = mask_utils.merge(mask_utils.frPyObjects(segm, height, width))
-        elif isinstance(segm, dict) and "counts" in segm:
-            rle = mask_utils.frPyObjects(segm, height, width) if isinstance(segm["counts"], list) else segm
-        else:
-            raise ValueError(f"{source}: annotation {ann.get('id')} has no polygon or RLE segmentation")
-        masks[n] = mask_utils.decode(rle)
+        segm = ann["segmentation"]  # checked by _segmentation_problem
+        if isinstance(segm, list) and not segm:
+            continue  # no polygon: an empty mask
+        try:
+            if isinstance(segm, list):
+                rle = mask_utils.merge(mask_utils.frPyObjects(segm, height, width))
+            else:
+                rle = mask_utils.frPyObjects(segm, height, width) if isinstance(segm["counts"], list) else segm
+            masks[n] = mask_utils.decode(rle)
+        except Exception as exc:  # pycocotools raises bare Exceptions, e.g. for RLE runs past the mask's end
+            raise AnnotationError(f"{source}: {_name(ann)}: pycocotools cannot decode its segmentation "
+                                  f"({type(exc).__name__}: {short(str(exc), 100)})") from None
     return masks

@@ -6,6 +6,9 @@ import os
 import cv2
 import numpy as np
 
+# The most pixels an image may have: OpenCV's own limit on a decoded image
+# (CV_IO_MAX_IMAGE_PIXELS); annotation files claiming more are rejected.
+MAX_IMAGE_PIXELS = 2**30
 _JPEG_END = b"\xff\xd9"
 _PNG_END = b"IEND\xaeB`\x82"
 
@@ -25,6 +28,8 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
             data = f.read()
     except FileNotFoundError:
         raise FileNotFoundError(f"image file not found: {path}") from None
+    except ValueError as exc:  # a NUL byte or a character the file system cannot encode in the name
+        raise ValueError(f"{path!r}: not a usable file name ({exc})") from None
     if not data:
         raise ValueError(f"{path}: empty image file (0 bytes)")
     if _is_truncated(data):

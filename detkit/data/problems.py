@@ -1,15 +1,34 @@
-"""Bad annotations: an error naming the file and annotation, or, when the user
-asks for skip_invalid=True, a count and one warning."""
+"""Bad annotations: an error naming the file and the record, or, when the user
+asks for skip_invalid=True, a count and one warning.
+
+Two kinds of fault, as the datasets tell them apart:
+- an invalid record (a box outside its image, an unknown category, a field of
+  the wrong type) is reported: it raises, or under skip_invalid is skipped;
+- a broken file (not JSON or XML, a section that is not a list, a record that
+  is not an object, duplicate ids) fails: it always raises, since skipping
+  would leave a dataset that means something else than the file.
+"""
 from __future__ import annotations
 
+import reprlib
 import warnings
+from typing import NoReturn
+
+_REPR = reprlib.Repr()
+_REPR.maxlevel, _REPR.maxstring, _REPR.maxother = 3, 40, 40
+
+
+class AnnotationError(ValueError):
+    """An annotation file or record that cannot be used; the message starts
+    with the file and names the record (annotation id, image, XML tag)."""
 
 
 class AnnotationProblems:
     """Collects the problems of one annotation file.
 
-    report() raises ValueError("<source>: <message>") unless skipping; then it
-    records the message, and warn() later says how many were skipped.
+    report() raises AnnotationError("<source>: <message>") unless skipping;
+    then it records the message, and warn() later says how many were skipped.
+    fail() always raises.
     """
 
     def __init__(self, source: str, skip_invalid: bool):
@@ -19,8 +38,11 @@ class AnnotationProblems:
 
     def report(self, message: str) -> None:
         if not self.skip_invalid:
-            raise ValueError(f"{self.source}: {message}")
+            raise AnnotationError(f"{self.source}: {message}")
         self.skipped.append(message)
+
+    def fail(self, message: str) -> NoReturn:
+        raise AnnotationError(f"{self.source}: {message}")
 
     def warn(self) -> None:
         if self.skipped:
@@ -29,3 +51,14 @@ class AnnotationProblems:
                 RuntimeWarning,
                 stacklevel=3,
             )
+
+
+def short(value, limit: int = 60) -> str:
+    """repr(value), shortened to about `limit` characters: messages quote user
+    data, which may be megabytes of garbage (reprlib never builds the whole
+    repr)."""
+    try:
+        text = _REPR.repr(value)
+    except ValueError:  # an int of more than 4300 digits has no str()
+        text = f"<{type(value).__name__}>"
+    return text if len(text) <= limit else text[:limit] + "..."

@@ -6,14 +6,16 @@
 """
 from __future__ import annotations
 
+import math
 import os
-from typing import Any, Callable, Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 import numpy as np
 from defusedxml import DefusedXmlException, ElementTree
 
-from .images import read_image
-from .problems import AnnotationProblems
+from ..targets import NumpyTarget
+from .images import MAX_IMAGE_PIXELS, read_image
+from .problems import AnnotationError, AnnotationProblems, short
 
 VOC_CLASSES = (
     "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow", "diningtable",
@@ -30,9 +32,18 @@ class VOCDetection:
     pixels a..b, i.e. detkit's continuous box (a - 1, b). Difficult objects
     are dropped unless keep_difficult (keep them for evaluation: the VOC
     evaluator reads the flag). `classes` defaults to the 20 VOC classes.
-    Malformed XML, unknown class names and inverted or out-of-image boxes
-    raise ValueError naming the file and object (or are skipped and counted
-    with skip_invalid=True).
+
+    Each XML file is checked as it is read; faults raise an AnnotationError
+    (a ValueError) naming the file and the tag or object:
+    - a broken file always raises: malformed or unsafe XML (entity
+      expansion, external entities), a root other than <annotation>, a
+      <size> without positive integer width and height (at most 2^30 pixels);
+    - an invalid object raises, or with skip_invalid=True is skipped, counted
+      (`skipped`) and warned about once: an unknown class name, a <bndbox>
+      without 4 finite numbers, an inverted box, a box outside the image, a
+      <difficult> other than 0 or 1.
+    Boxes are checked against, and clipped to, the XML's <size>, or the
+    image's own size when the XML has none.
     """
 
     def __init__(self, root: str | os.PathLike, year: str = "2007", image_set: str = "trainval",
@@ -47,37 +58,49 @@ class VOCDetection:
         self.skipped: list[str] = []
         list_file = os.path.join(self.root, "ImageSets", "Main", f"{image_set}.txt")
         try:
-            with open(list_file) as f:
+            with open(list_file, encoding="utf-8") as f:
                 self.ids = [line.split()[0] for line in f if line.strip()]
         except FileNotFoundError:
             raise FileNotFoundError(f"VOC image set not found: {list_file}") from None
+        except UnicodeDecodeError as exc:
+            raise ValueError(f"{list_file}: not a UTF-8 text file ({exc.reason} at byte {exc.start})") from None
         if not self.ids:
             raise ValueError(f"{list_file}: the image list is empty")
 
     def __len__(self) -> int:
         return len(self.ids)
 
-    def __getitem__(self, index: int) -> tuple[np.ndarray, dict[str, Any]]:
+    def __getitem__(self, index: int) -> tuple[np.ndarray, NumpyTarget]:
         image_id = self.ids[index]
-        target, file_name, size = self.target(image_id)
-        path = os.path.join(self.root, "JPEGImages", file_name)
+        xml_path = self._xml_path(image_id)
+        annotation = _parse(xml_path)
+        path = os.path.join(self.root, "JPEGImages", _file_name(annotation, image_id))
         image = read_image(path)
+        size = _size(annotation, xml_path)
         if size is not None and image.shape[:2] != size:
             raise ValueError(f"{path}: image is {image.shape[1]}x{image.shape[0]} but its XML says "
                              f"{size[1]}x{size[0]}")
+        target = self._target(annotation, image_id, xml_path, image.shape[:2])
         if self.transforms is not None:
             image, target = self.transforms(image, target)
         return image, target
 
-    def target(self, image_id: str) -> tuple[dict[str, Any], str, Optional[tuple[int, int]]]:
-        """(target, image file name, (height, width) from the XML) of one image."""
-        xml_path = os.path.join(self.root, "Annotations", f"{image_id}.xml")
+    def target(self, image_id: str) -> tuple[NumpyTarget, str, Optional[tuple[int, int]]]:
+        """(target, image file name, (height, width) from the XML) of one
+        image. Without a <size> in the XML, boxes are only clipped to
+        non-negative coordinates (reading the item clips them to the image)."""
+        xml_path = self._xml_path(image_id)
+        annotation = _parse(xml_path)
+        size = _size(annotation, xml_path)
+        return self._target(annotation, image_id, xml_path, size), _file_name(annotation, image_id), size
+
+    def _xml_path(self, image_id: str) -> str:
+        return os.path.join(self.root, "Annotations", f"{image_id}.xml")
+
+    def _target(self, annotation, image_id: str, xml_path: str, size: Optional[tuple[int, int]]) -> NumpyTarget:
         problems = AnnotationProblems(xml_path, self.skip_invalid)
-        root = _parse(xml_path)
-        file_name = root.findtext("filename") or f"{image_id}.jpg"
-        size = _size(root, xml_path)
         boxes, labels, difficult = [], [], []
-        for n, obj in enumerate(root.iter("object")):
+        for n, obj in enumerate(annotation.findall("object")):
             parsed = self._object(obj, n, size, problems)
             if parsed is None:
                 continue
@@ -89,57 +112,83 @@ class VOCDetection:
             difficult.append(hard)
         problems.warn()
         self.skipped.extend(problems.skipped)
-        target = {
+        return {
             "boxes": np.array(boxes, dtype=np.float32).reshape(-1, 4),
             "labels": np.array(labels, dtype=np.int64),
             "difficult": np.array(difficult, dtype=bool),
             "image_id": image_id,
         }
-        return target, file_name, size
 
-    def _object(self, obj, n: int, size, problems: AnnotationProblems):
+    def _object(self, obj, n: int, size: Optional[tuple[int, int]], problems: AnnotationProblems):
+        """(box, label, difficult) of the n-th <object>, or None when reported."""
         name = (obj.findtext("name") or "").strip()
         if name not in self.label_of:
-            problems.report(f"object {n}: unknown class {name!r}")
+            problems.report(f"object {n}: unknown class {short(name)}")
             return None
-        box = obj.find("bndbox")
-        try:
-            xmin, ymin, xmax, ymax = (float(box.findtext(k)) for k in ("xmin", "ymin", "xmax", "ymax"))
-        except (AttributeError, TypeError, ValueError):
-            problems.report(f"object {n} ({name}): bndbox needs numeric xmin, ymin, xmax, ymax")
+        corners = _corners(obj.find("bndbox"))
+        if corners is None:
+            problems.report(f"object {n} ({name}): <bndbox> needs finite numeric xmin, ymin, xmax, ymax")
             return None
+        xmin, ymin, xmax, ymax = corners
         if xmax < xmin or ymax < ymin:
-            problems.report(f"object {n} ({name}): inverted box {[xmin, ymin, xmax, ymax]}")
+            problems.report(f"object {n} ({name}): inverted box {corners}")
+            return None
+        hard = (obj.findtext("difficult") or "0").strip()
+        if hard not in ("0", "1"):
+            problems.report(f"object {n} ({name}): <difficult> must be 0 or 1, got {short(hard)}")
             return None
         x1, y1, x2, y2 = xmin - 1, ymin - 1, xmax, ymax
-        if size is not None:
-            height, width = size
-            if x1 >= width or y1 >= height or x2 <= 0 or y2 <= 0:
-                problems.report(f"object {n} ({name}): box {[xmin, ymin, xmax, ymax]} is outside the "
-                                f"{width}x{height} image")
-                return None
-            x1, x2 = min(max(x1, 0), width), min(max(x2, 0), width)
-            y1, y2 = min(max(y1, 0), height), min(max(y2, 0), height)
-        hard = (obj.findtext("difficult") or "0").strip() == "1"
-        return [x1, y1, x2, y2], self.label_of[name], hard
+        height, width = size if size is not None else (MAX_IMAGE_PIXELS, MAX_IMAGE_PIXELS)
+        if x1 >= width or y1 >= height or x2 <= 0 or y2 <= 0:
+            where = f"{width}x{height} image" if size is not None else "largest readable image"
+            problems.report(f"object {n} ({name}): box {corners} is outside the {where}")
+            return None
+        x1, x2 = min(max(x1, 0), width), min(max(x2, 0), width)
+        y1, y2 = min(max(y1, 0), height), min(max(y2, 0), height)
+        return [x1, y1, x2, y2], self.label_of[name], hard == "1"
 
 
 def _parse(xml_path: str):
+    """The <annotation> element of one XML file."""
     try:
-        return ElementTree.parse(xml_path).getroot()
+        root = ElementTree.parse(xml_path).getroot()
     except FileNotFoundError:
         raise FileNotFoundError(f"VOC annotation not found: {xml_path}") from None
     except ElementTree.ParseError as exc:
-        raise ValueError(f"{xml_path}: malformed XML ({exc})") from None
+        raise AnnotationError(f"{xml_path}: malformed XML ({exc})") from None
     except DefusedXmlException as exc:  # entity expansion, external references
-        raise ValueError(f"{xml_path}: refused unsafe XML ({exc!r})") from None
+        raise AnnotationError(f"{xml_path}: refused unsafe XML ({exc!r})") from None
+    if root.tag != "annotation":
+        raise AnnotationError(f"{xml_path}: the root element must be <annotation>, got <{short(root.tag)}>")
+    return root
 
 
-def _size(root, xml_path: str) -> Optional[tuple[int, int]]:
-    size = root.find("size")
+def _file_name(annotation, image_id: str) -> str:
+    return (annotation.findtext("filename") or "").strip() or f"{image_id}.jpg"
+
+
+def _size(annotation, xml_path: str) -> Optional[tuple[int, int]]:
+    """(height, width) from <size>, or None when the XML has no <size>."""
+    size = annotation.find("size")
     if size is None:
         return None
     try:
-        return int(size.findtext("height")), int(size.findtext("width"))
-    except (TypeError, ValueError):
-        raise ValueError(f"{xml_path}: <size> needs integer width and height") from None
+        height, width = int(size.findtext("height")), int(size.findtext("width"))
+    except (TypeError, ValueError):  # missing, or not an integer
+        height = width = 0
+    if not (height > 0 and width > 0 and height * width <= MAX_IMAGE_PIXELS):
+        raise AnnotationError(f"{xml_path}: <size> needs positive integer <width> and <height>, at most "
+                              f"{MAX_IMAGE_PIXELS} pixels together, got {short(size.findtext('width'))} x "
+                              f"{short(size.findtext('height'))}")
+    return height, width
+
+
+def _corners(bndbox) -> Optional[list[float]]:
+    """[xmin, ymin, xmax, ymax] of a <bndbox> as finite floats, or None."""
+    if bndbox is None:
+        return None
+    try:
+        corners = [float(bndbox.findtext(k)) for k in ("xmin", "ymin", "xmax", "ymax")]
+    except (TypeError, ValueError):  # a missing tag, or text that is not a number
+        return None
+    return corners if all(math.isfinite(v) for v in corners) else None

@@ -1,6 +1,7 @@
 import json
 import os
 import struct
+import warnings
 import zlib
 
 import cv2
@@ -9,6 +10,7 @@ import pytest
 from pycocotools import mask as mask_utils
 
 from detkit.data import CocoDetection, read_image
+from detkit.data.problems import AnnotationError
 
 
 def write_set(root, annotations, images=None, categories=None):
@@ -29,8 +31,8 @@ def write_set(root, annotations, images=None, categories=None):
 
 
 def ann(id, image_id, bbox, category_id=18, **extra):
-    return {"id": id, "image_id": image_id, "category_id": category_id, "bbox": bbox, "area": bbox[2] * bbox[3],
-            "iscrowd": 0, **extra}
+    return {"id": id, "image_id": image_id, "category_id": category_id, "bbox": bbox, "area": 1.0, "iscrowd": 0,
+            **extra}
 
 
 def test_targets_labels_crowd_and_order(tmp_path):
@@ -140,3 +142,126 @@ def png_header(width, height):
     header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
     pixels = zlib.compress(b"\0" * 16)
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", pixels) + chunk(b"IEND", b"")
+
+
+@pytest.mark.parametrize(
+    "bad, message",
+    [
+        (ann(5, 7, ["1", "2", "3", "4"]), r"annotation 5: bbox must be 4 finite numbers"),
+        (ann(5, 7, [1, 2, 3]), r"annotation 5: bbox must be 4 finite numbers"),
+        (ann(5, 7, [1, 2, 10**400, 4]), r"annotation 5: bbox must be 4 finite numbers"),
+        (ann(5, 7, [1, 1, 3, 4], iscrowd=2), r"annotation 5: iscrowd must be 0 or 1, got 2"),
+        (ann(5, [7], [1, 1, 3, 4]), r"annotation 5: image_id \[7\] is not in 'images'"),  # unhashable
+        (ann(5, 7, [1, 1, 3, 4], category_id={"id": 18}), r"annotation 5: unknown category_id \{'id': 18\}"),
+        ({k: v for k, v in ann(5, 7, [1, 1, 3, 4]).items() if k != "id"} | {"bbox": [99, 1, 3, 4]},
+         r"annotations\[1\] \(no id\): bbox .* lies outside"),
+    ],
+)
+def test_records_of_the_wrong_type_are_invalid_not_a_crash(tmp_path, bad, message):
+    path = write_set(tmp_path, [ann(1, 7, [1, 1, 5, 5]), bad])
+    with pytest.raises(AnnotationError, match=f"ann.json: {message}"):
+        CocoDetection(tmp_path, path)
+    with pytest.warns(RuntimeWarning, match=r"skipped 1 invalid annotation"):
+        ds = CocoDetection(tmp_path, path, skip_invalid=True)
+    assert ds.target(7)["boxes"].tolist() == [[1, 1, 6, 6]]
+
+
+@pytest.mark.parametrize(
+    "image, message",
+    [
+        ({"id": 9, "file_name": "c.png", "width": 1e300, "height": 40}, r"image 9 \(images\[2\]\): width and height"),
+        ({"id": 9, "file_name": "c.png", "width": 10**12, "height": 10**12}, r"image 9 .*at most 1073741824 pixels"),
+        ({"id": 9, "file_name": "c.png", "width": 0, "height": 40}, r"image 9 .*width and height must be positive"),
+        ({"id": "9", "file_name": "c.png", "width": 6, "height": 4}, r"image '9' .*'id' must be an integer"),
+        ({"id": 9, "file_name": ["c.png"], "width": 6, "height": 4}, r"image 9 .*'file_name' must be a non-empty"),
+        ({"id": 9, "width": 6}, r"image 9 .*: needs id, file_name, width and height; file_name, height missing"),
+    ],
+)
+def test_invalid_image_records_are_named_or_skipped(tmp_path, image, message):
+    images = [{"id": 7, "file_name": "a.png", "width": 60, "height": 40},
+              {"id": 3, "file_name": "b.png", "width": 60, "height": 40}]
+    path = write_set(tmp_path, [ann(1, 7, [1, 1, 5, 5]), ann(2, 9, [1, 1, 2, 2])], images=images)
+    with open(path) as f:
+        dataset = json.load(f)
+    dataset["images"].append(image)
+    with open(path, "w") as f:
+        json.dump(dataset, f)
+    with pytest.raises(AnnotationError, match=f"ann.json: {message}"):
+        CocoDetection(tmp_path, path)
+    with pytest.warns(RuntimeWarning, match=r"skipped 2 invalid annotation"):  # the image and its annotation
+        ds = CocoDetection(tmp_path, path, skip_invalid=True)
+    assert ds.ids == [3, 7] and "annotation 2: image_id 9 is not in 'images'" in ds.skipped[1]
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (lambda d: d["annotations"].append("oops"), r"annotations\[1\] must be an object, got 'oops'"),
+        (lambda d: d["images"].append(None), r"images\[2\] must be an object, got None"),
+        (lambda d: d["images"].append(dict(d["images"][0])), r"image id 7 appears twice"),
+        (lambda d: d["categories"].append({"id": 18, "name": "cat"}), r"category id 18 appears twice"),
+        (lambda d: d["categories"].append({"name": "cat"}), r"categories\[2\] must be an object with an integer"),
+        (lambda d: d["categories"][0].update(name=["dog"]), r"category 18: 'name' must be a string"),
+        (lambda d: d.update(annotations={"1": {}}), r"'annotations' must be a list, got \{'1': \{\}\}"),
+        (lambda d: d["images"].__setitem__(slice(None), [{"id": 1}]), r"no valid image record"),
+    ],
+)
+def test_broken_files_raise_even_when_skipping(tmp_path, change, message):
+    path = write_set(tmp_path, [ann(1, 7, [1, 1, 5, 5])])
+    with open(path) as f:
+        dataset = json.load(f)
+    change(dataset)
+    with open(path, "w") as f:
+        json.dump(dataset, f)
+    with pytest.raises(AnnotationError, match=f"ann.json: {message}"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        CocoDetection(tmp_path, path, skip_invalid=True)
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        (b"[1, 2]", r"expected a JSON object"),
+        (b'{"images": \xff}', r"not valid JSON \(UnicodeDecodeError"),
+        (b"[" * 100_000 + b"]" * 100_000, r"not valid JSON \(RecursionError"),
+        (b'{"images": [{"id": 1' + b"0" * 5000 + b"}]}", r"not valid JSON \(ValueError: Exceeds the limit"),
+    ],
+)
+def test_files_that_are_not_coco_json(tmp_path, text, message):
+    (tmp_path / "ann.json").write_bytes(text)
+    with pytest.raises(AnnotationError, match=f"ann.json: {message}"):
+        CocoDetection(tmp_path, tmp_path / "ann.json")
+
+
+@pytest.mark.parametrize(
+    "segmentation, message",
+    [
+        ([[0, 0, 1e12, 0, 1e12, 1e12]], r"polygon coordinates must be finite and within 60 px"),  # crashes pycocotools
+        ([[0, 0, 10, 0, float("nan"), 10]], r"polygon coordinates must be finite"),
+        ([[0, 0, 10, 0, "10", 10]], r"polygon coordinates must be numbers"),
+        ([[0, 0, 10, 0, 10]], r"a polygon must be a list of x, y coordinates"),
+        ([0, 0, 10, 0, 10, 10], r"a polygon must be a list of x, y coordinates"),
+        ([[0, 0, 10, 10], [0, 0, 10, 0, 10, 10]], r"polygons mix 4-value boxes"),
+        ({"size": [100000, 100000], "counts": "0"}, r"RLE size must be the image's \[height, width\] \[40, 60\]"),
+        ({"size": [40, 60], "counts": [0, 2400, 1]}, r"RLE counts must be non-negative integers adding up to 2400"),
+        ({"size": [40, 60], "counts": [-1, 2401]}, r"RLE counts must be non-negative"),
+        ({"size": [40, 60], "counts": 12}, r"RLE counts must be a list or a string"),
+        ("polygon", r"segmentation must be polygons or an RLE, got 'polygon'"),
+    ],
+)
+def test_segmentations_pycocotools_cannot_take_are_caught_first(tmp_path, segmentation, message):
+    path = write_set(tmp_path, [ann(1, 7, [1, 1, 5, 5], segmentation=[[1, 1, 6, 1, 6, 6]]),
+                                ann(5, 7, [1, 1, 5, 5], segmentation=segmentation)])
+    CocoDetection(tmp_path, path)  # masks not asked for: not read
+    with pytest.raises(AnnotationError, match=f"ann.json: annotation 5: {message}"):
+        CocoDetection(tmp_path, path, with_masks=True)
+    with pytest.warns(RuntimeWarning, match=r"skipped 1 invalid annotation"):
+        ds = CocoDetection(tmp_path, path, with_masks=True, skip_invalid=True)
+    assert ds.target(7)["masks"].shape == (1, 40, 60)
+
+
+def test_compressed_rle_with_runs_past_the_mask_is_named_when_read(tmp_path):
+    path = write_set(tmp_path, [ann(5, 7, [1, 1, 5, 5], segmentation={"size": [40, 60], "counts": "0ooooo7"})])
+    ds = CocoDetection(tmp_path, path, with_masks=True)
+    with pytest.raises(AnnotationError, match=r"ann.json: annotation 5: pycocotools cannot decode its segmentation"):
+        ds[1]

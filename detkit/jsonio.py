@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import gc
 import json
 import os
@@ -9,6 +10,10 @@ import tempfile
 from typing import IO, Any, Iterator, Union
 
 PathLike = Union[str, os.PathLike]
+
+# The name prefix of atomic_write's temporary files: never a finished file, so a
+# writer's next start may delete what a killed one left (remove_temp_files).
+TEMP_PREFIX = ".tmp-"
 
 
 @contextlib.contextmanager
@@ -46,7 +51,7 @@ def atomic_write(path: PathLike, mode: str = "w") -> Iterator[IO]:
     path = os.fspath(path)
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=os.path.splitext(path)[1])
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=TEMP_PREFIX, suffix=os.path.splitext(path)[1])
     try:
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the file the mode open() would
         with os.fdopen(fd, mode) as f:
@@ -58,6 +63,43 @@ def atomic_write(path: PathLike, mode: str = "w") -> Iterator[IO]:
         if os.path.exists(tmp):
             os.remove(tmp)
         raise
+
+
+def remove_temp_files(folder: PathLike) -> list[str]:
+    """Deletes the temporary files that killed atomic_write calls left in
+    `folder` (a SIGKILL skips their clean-up); returns their paths. Call it
+    only where no other writer is at work in `folder`."""
+    folder = os.fspath(folder)
+    if not os.path.isdir(folder):
+        return []
+    stale = [os.path.join(folder, name) for name in sorted(os.listdir(folder)) if name.startswith(TEMP_PREFIX)]
+    for path in stale:
+        if os.path.isfile(path):
+            os.remove(path)
+    return stale
+
+
+def check_writable_folder(folder: PathLike, what: str = "folder", probe_bytes: int = 1 << 16) -> None:
+    """Makes `folder` and writes, syncs and deletes a small probe file in it,
+    so that a read-only, unwritable or full disk is an OSError naming the
+    folder now rather than at the first real write, hours later."""
+    folder = os.fspath(folder)
+    try:
+        os.makedirs(folder, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=folder, prefix=TEMP_PREFIX + "probe-")
+        try:
+            os.write(fd, bytes(probe_bytes))
+            os.fsync(fd)  # a full disk may only say so here (delayed allocation, network file systems)
+        finally:
+            os.close(fd)
+            os.remove(probe)
+    except OSError as exc:
+        reasons = {errno.ENOSPC: "the disk is full", errno.ENOTDIR: "a folder on its path is a file",
+                   errno.EEXIST: "it is a file, not a folder"}
+        reason = reasons.get(exc.errno, exc.strerror or str(exc))
+        error = OSError(f"{what} {folder} cannot be written: {reason}")
+        error.errno = exc.errno
+        raise error from None
 
 
 def _umask() -> int:

@@ -29,7 +29,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 def main(argv=None) -> int:
     args = parse_args(argv)
     from detkit.engine import distributed as dist
-    from detkit.engine.launch import launch
+    from detkit.engine.launch import RankFailedError, launch
 
     config = load_tool_config(args.config, args.set)
     work_dir = args.work_dir or os.path.join("work_dirs", config.name)
@@ -37,10 +37,11 @@ def main(argv=None) -> int:
     processes = config.processes if on_cpu else 1  # local ranks share CPU cores; GPUs take torchrun
     try:
         launch(run, processes, config, work_dir, args)
-    except Exception as exc:
-        if type(exc).__module__.startswith("torch.multiprocessing"):
-            return 1  # a spawned rank failed and has printed why
-        raise
+    except RankFailedError as exc:
+        last = os.path.join(work_dir, "last.pth")
+        hint = f"; --resume continues from {last}" if os.path.exists(last) else ""
+        print(f"error: {exc}{hint}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -2,15 +2,22 @@
 
 A checkpoint is one `torch.save` dict:
     {"format": "detkit", "version": 1, "model": state_dict, "config": Config.to_dict(),
-     "classes": [names], "epoch": int, "iteration": int, "optimizer"?, "rng"?, "metrics"?, "best"?}
+     "classes": [names], "epoch": int, "iteration": int, "optimizer"?, "rng"?, "metrics"?, "best"?,
+     "scaler"?, "epoch_iteration"?, "log_window"?}
+"epoch" counts finished epochs; a checkpoint written mid-epoch (config.checkpoint.period_iters)
+has "epoch_iteration" > 0, the batches of the next epoch already taken, and one "rng" and
+"log_window" entry per rank (detkit.engine.trainer).
 Everything in it is tensors and plain Python values, so `torch.load(weights_only=True)`
 reads it. It is written to a temporary file in the same folder, flushed to disk and
-renamed over the old one: a kill at any moment leaves either the old or the new file.
+renamed over the old one: a kill at any moment leaves either the old or the new file
+(and perhaps a `.tmp-*` file, never read as a checkpoint, which the trainer deletes when
+it next starts).
 """
 from __future__ import annotations
 
 import os
 import random
+import shutil
 from typing import Any, Optional, Union
 
 import numpy as np
@@ -103,6 +110,22 @@ def _plain(value: Any) -> Any:
 
 def _tuples(value: Any) -> Any:
     return tuple(_tuples(v) for v in value) if isinstance(value, list) else value
+
+
+def check_checkpoint_space(folder: Union[str, os.PathLike], checkpoint_bytes: int, files: int) -> None:
+    """Raises an OSError naming `folder` when its disk cannot hold `files`
+    checkpoints of about `checkpoint_bytes` each (the .pth files already there
+    are overwritten, so they count as room), before a run spends hours
+    reaching its first checkpoint."""
+    folder = os.fspath(folder)
+    existing = sum(os.path.getsize(os.path.join(folder, name)) for name in os.listdir(folder)
+                   if name.endswith(".pth") and os.path.isfile(os.path.join(folder, name)))
+    needed = files * checkpoint_bytes - existing
+    free = shutil.disk_usage(folder).free
+    if free < needed:
+        raise OSError(f"work dir {folder}: {free / 2**20:.0f} MiB free, but its checkpoints need about "
+                      f"{needed / 2**20:.0f} MiB ({files} files of {checkpoint_bytes / 2**20:.0f} MiB); "
+                      f"free some space or choose another work dir")
 
 
 def checkpoint_classes(state: dict[str, Any], source: Optional[str] = None) -> list[str]:

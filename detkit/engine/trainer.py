@@ -8,27 +8,44 @@ Work dir layout:
     curves.png                           loss and validation metric
     vis/*.jpg                            validation images with predicted boxes
     config.json                          the resolved config
+
+last.pth is written after every epoch and, with config.checkpoint.period_iters = N,
+every N iterations. `resume` continues from it exactly, mid-epoch too: the same
+weights at the end as the uninterrupted run, bit for bit on the CPU. Three
+things make that hold:
+  - the sampler can start an epoch at batch k (ResumableSampler), so the
+    batches already taken are skipped by index, without loading their images;
+  - each sample's augmentation is drawn from generators seeded by (seed, epoch,
+    index) (SeededSamples), not from the DataLoader worker's stream, which
+    depends on every sample that worker handled before (and would differ after
+    a skip, or with another num_workers);
+  - the checkpoint holds every rank's main-process generators, the DataLoader
+    generator as the epoch began, the optimizer, the gradient scaler and the
+    metrics log lines not yet written.
 """
 from __future__ import annotations
 
+import contextlib
 import os
+import random
 import time
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any, Callable, Iterator, Optional
 
+import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, DistributedSampler
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from tqdm import tqdm
 
 from ..config import Config
 from ..data import collate
 from ..evaluation import save_metrics
-from ..jsonio import write_json_atomic
+from ..jsonio import check_writable_folder, remove_temp_files, write_json_atomic
 from . import distributed as dist
 from .build import LRSchedule, build_datasets, build_model, build_optimizer
-from .checkpoint import (CheckpointError, load_checkpoint, load_model_state, rng_state, save_checkpoint,
-                         set_rng_state)
+from .checkpoint import (CheckpointError, check_checkpoint_space, load_checkpoint, load_model_state, rng_state,
+                         save_checkpoint, set_rng_state)
 from .evaluate import evaluate, key_metric, summary
 from .outputs import MetricsLog, write_outputs
 
@@ -41,6 +58,7 @@ class NonFiniteLossError(FloatingPointError):
 class TrainState:
     epoch: int = 0  # epochs completed
     iteration: int = 0  # optimizer steps taken
+    epoch_iteration: int = 0  # steps taken in the epoch under way (0 between epochs)
     best: Optional[float] = None  # best value of config.eval.key so far
     last_metrics: dict = field(default_factory=dict)
 
@@ -53,34 +71,42 @@ def train(config: Config, work_dir: str, resume: bool = False, device: Optional[
     device_ = dist.local_device(device)
     dist.init_distributed(device_)
     rank, world = dist.get_rank(), dist.get_world_size()
-    os.makedirs(work_dir, exist_ok=True)
+    if dist.is_main_process():  # the only rank that writes into the work dir
+        check_writable_folder(work_dir, "work dir")
+        remove_temp_files(work_dir)  # what a killed checkpoint write left; never a finished file
     torch.manual_seed(config.seed)  # the same initial weights on every rank
     splits = _datasets_rank0_first(config)
     model = build_model(config.model, len(splits.classes) + 1).to(device_)
     optimizer = build_optimizer(config.solver, model)
-    torch.manual_seed(config.seed + rank)  # augmentation and sampling differ between ranks
+    if dist.is_main_process():
+        check_checkpoint_space(work_dir, _checkpoint_bytes(model, optimizer), config.keep_checkpoints + 3)
+    _seed_main_process(config.seed + rank)  # main-process randomness (e.g. RoI sampling) differs between ranks
     loader, sampler, generator = _train_loader(splits.train, config, rank, world)
-    schedule = LRSchedule(config.schedule, len(loader))
-    state = TrainState()
+    iters_per_epoch = len(loader)
+    schedule = LRSchedule(config.schedule, iters_per_epoch)
+    state, resumed = TrainState(), {}
     log = MetricsLog(os.path.join(work_dir, "metrics.jsonl"), enabled=dist.is_main_process())
     if resume:
-        state = _resume(os.path.join(work_dir, "last.pth"), config, model, optimizer)
-        log.truncate(state.iteration, state.epoch)
+        state, resumed = _resume(os.path.join(work_dir, "last.pth"), config, model, optimizer, iters_per_epoch)
+        log.truncate(state.iteration, state.epoch + 1 if state.epoch_iteration else state.epoch)
     elif dist.is_main_process():
         log.reset()
         write_json_atomic(os.path.join(work_dir, "config.json"), config.to_dict())
     runner = Runner(config, model, optimizer, schedule, device_, log, progress, work_dir)
+    runner.load_state(resumed)
+    saver = Checkpointer(work_dir, config, splits.classes, runner, generator)
     for epoch in range(state.epoch, config.schedule.epochs):
-        sampler.set_epoch(epoch)
-        generator.manual_seed(config.seed * 100_003 + epoch * world + rank)  # worker seeds, reproducible
-        runner.run_epoch(loader, epoch, state)
-        state.epoch = epoch + 1
+        sampler.set_epoch(epoch, start=state.epoch_iteration * config.data.batch_size)
+        if state.epoch_iteration:  # resuming mid-epoch: the generator as this epoch began
+            generator.set_state(resumed["loader"])
+        else:
+            generator.manual_seed(config.seed * 100_003 + epoch * world + rank)  # worker seeds, reproducible
+        saver.epoch_started()
+        runner.run_epoch(loader, epoch, state, iters_per_epoch, saver.save_mid_epoch)
+        state.epoch, state.epoch_iteration = epoch + 1, 0
         if state.epoch % config.eval.period == 0 or state.epoch == config.schedule.epochs:
             _evaluate_epoch(runner.bare_model, splits, config, device_, state, log)
-        rng = dist.all_gather_object(rng_state())  # every rank's generators, so each resumes its own stream
-        if dist.is_main_process():
-            _save(work_dir, config, splits.classes, model, optimizer, state, rng)
-        dist.barrier()
+        saver.save_epoch(state)
     if dist.is_main_process():
         write_outputs(work_dir, runner.bare_model, splits, config, device_, log.records())
     dist.barrier()
@@ -97,11 +123,84 @@ def _datasets_rank0_first(config: Config):
     return splits
 
 
+def _seed_main_process(seed: int) -> None:
+    """torch, numpy and Python's generators: a run draws the same numbers in
+    a fresh process as in a long-lived one (a test, a notebook)."""
+    torch.manual_seed(seed)
+    np.random.seed(seed % 2**32)
+    random.seed(seed)
+
+
+def _checkpoint_bytes(model: nn.Module, optimizer: torch.optim.Optimizer) -> int:
+    """About the size of one checkpoint: the weights, and the optimizer's
+    per-weight moments (two for Adam(W), one for SGD's momentum)."""
+    weights = sum(t.numel() * t.element_size() for t in model.state_dict().values())
+    moments = 2 if isinstance(optimizer, (torch.optim.Adam, torch.optim.AdamW)) else 1
+    return weights * (1 + moments)
+
+
+class SeededSamples(Dataset):
+    """`dataset` indexed by (epoch, index) keys: each sample is loaded and
+    augmented with the torch (CPU), numpy and Python generators seeded from
+    (seed, epoch, index), and the generators are put back afterwards.
+
+    A DataLoader worker's own stream depends on every sample it handled
+    before in the epoch, so skipping the first batches on resume (or another
+    num_workers) would change every later augmentation. A stream per sample
+    depends on nothing but the key. Put back, the generators of the main
+    process (num_workers=0) are untouched, as the checkpoint recorded them."""
+
+    def __init__(self, dataset: Dataset, seed: int):
+        self.dataset, self.seed = dataset, seed
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, key: tuple[int, int]) -> Any:
+        epoch, index = key
+        with _seeded_generators(self.seed, epoch, index):
+            return self.dataset[index]
+
+
+@contextlib.contextmanager
+def _seeded_generators(*key: int) -> Iterator[None]:
+    high, low = (int(w) for w in np.random.SeedSequence([k % 2**64 for k in key]).generate_state(2))
+    saved = torch.get_rng_state(), np.random.get_state(), random.getstate()
+    torch.default_generator.manual_seed(high << 32 | low)  # CPU only: torch.manual_seed would reseed CUDA too
+    np.random.seed(high)
+    random.seed(low)
+    try:
+        yield
+    finally:
+        torch.set_rng_state(saved[0])
+        np.random.set_state(saved[1])
+        random.setstate(saved[2])
+
+
+class ResumableSampler(DistributedSampler):
+    """DistributedSampler yielding (epoch, index) keys for SeededSamples, whose
+    epoch can start part way: set_epoch(epoch, start) skips this rank's first
+    `start` samples by index (nothing is loaded for them)."""
+
+    start = 0
+
+    def set_epoch(self, epoch: int, start: int = 0) -> None:
+        super().set_epoch(epoch)
+        self.start = start
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        indices = list(super().__iter__())[self.start:]
+        return iter([(self.epoch, index) for index in indices])
+
+    def __len__(self) -> int:
+        return max(0, self.num_samples - self.start)
+
+
 def _train_loader(dataset, config: Config, rank: int, world: int):
-    sampler = DistributedSampler(dataset, num_replicas=world, rank=rank, shuffle=True, seed=config.seed)
+    sampler = ResumableSampler(dataset, num_replicas=world, rank=rank, shuffle=True, seed=config.seed)
     generator = torch.Generator()
-    loader = DataLoader(dataset, batch_size=config.data.batch_size, sampler=sampler, collate_fn=collate,
-                        num_workers=config.data.num_workers, drop_last=True, generator=generator)
+    loader = DataLoader(SeededSamples(dataset, config.seed), batch_size=config.data.batch_size, sampler=sampler,
+                        collate_fn=collate, num_workers=config.data.num_workers, drop_last=True, generator=generator)
     if len(loader) == 0:
         raise ValueError(f"{config.name}: data.batch_size {config.data.batch_size} is larger than this rank's "
                          f"share of the {len(dataset)} training images")
@@ -123,21 +222,34 @@ class Runner:
         self.amp = config.solver.amp and device.type == "cuda"
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
         self.log, self.progress, self.work_dir = log, progress and dist.is_main_process(), work_dir
+        self.window: list[dict[str, float]] = []  # step losses not yet averaged into a log line
 
-    def run_epoch(self, loader: DataLoader, epoch: int, state: TrainState) -> None:
+    def load_state(self, resumed: dict[str, Any]) -> None:
+        """The gradient scaler and the pending log window of a resumed run."""
+        if resumed.get("scaler") and self.scaler.is_enabled():  # {} when saved without AMP
+            self.scaler.load_state_dict(resumed["scaler"])
+        self.window = list(resumed.get("window") or [])
+
+    def run_epoch(self, loader: DataLoader, epoch: int, state: TrainState, iters_per_epoch: int,
+                  save_mid_epoch: Callable[[TrainState], None]) -> None:
+        """The epoch's remaining steps; every checkpoint.period_iters steps
+        (unless the epoch ends there) calls save_mid_epoch on every rank."""
         self.model.train()
+        period = self.config.checkpoint.period_iters
         bar = tqdm(loader, desc=f"epoch {epoch + 1}/{self.config.schedule.epochs}", disable=not self.progress,
-                   dynamic_ncols=True, leave=False)
-        window, images_seen, started = [], 0, time.perf_counter()
+                   dynamic_ncols=True, leave=False, initial=state.epoch_iteration, total=iters_per_epoch)
+        images_seen, started = 0, time.perf_counter()
         for images, targets in bar:
-            losses = self.step(images, targets, state)
-            window.append(losses)
+            self.window.append(self.step(images, targets, state))
+            state.epoch_iteration += 1
             images_seen += len(images) * dist.get_world_size()
             if state.iteration % self.config.log_period == 0 or state.iteration == 1:
                 speed = images_seen / (time.perf_counter() - started)
-                record = self._log(window, epoch, state, speed)
+                record = self._log(epoch, state, speed)
                 bar.set_postfix(loss=f"{record['loss']:.3f}", lr=f"{record['lr']:.2e}", img_s=f"{speed:.1f}")
-                window = []
+            if period and state.iteration % period == 0 and state.epoch_iteration < iters_per_epoch:
+                save_mid_epoch(state)
+        self.window = []
         bar.close()
 
     def step(self, images, targets, state: TrainState) -> dict[str, float]:
@@ -163,11 +275,12 @@ class Runner:
         state.iteration += 1
         return {"loss": loss.item(), **{k: v.item() for k, v in losses.items()}, "lr": lr}
 
-    def _log(self, window: list[dict], epoch: int, state: TrainState, speed: float) -> dict:
-        mean = {k: sum(w[k] for w in window) / len(window) for k in window[0]}
+    def _log(self, epoch: int, state: TrainState, speed: float) -> dict:
+        mean = {k: sum(w[k] for w in self.window) / len(self.window) for k in self.window[0]}
         mean = dist.mean_over_ranks(mean)
         record = {"type": "train", "epoch": epoch + 1, "iteration": state.iteration, **mean, "images_per_s": speed}
         self.log.write(record)
+        self.window = []
         return record
 
 
@@ -202,17 +315,47 @@ def _evaluate_epoch(model: nn.Module, splits, config: Config, device: torch.devi
         tqdm.write(f"epoch {state.epoch}: {config.eval.key} {value:.4f} (best {state.best:.4f})")
 
 
-def _save(work_dir: str, config: Config, classes: list[str], model: nn.Module, optimizer,
-          state: TrainState, rng: list[dict]) -> None:
-    checkpoint = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "config": config.to_dict(),
-                  "classes": list(classes), "epoch": state.epoch, "iteration": state.iteration,
-                  "best": state.best, "metrics": {k: v for k, v in state.last_metrics.items() if k != "improved"},
-                  "rng": rng}
-    save_checkpoint(os.path.join(work_dir, f"epoch_{state.epoch:04d}.pth"), checkpoint)
-    _prune(work_dir, config.keep_checkpoints)
-    if state.last_metrics.pop("improved", False):
-        save_checkpoint(os.path.join(work_dir, "best.pth"), checkpoint)
-    save_checkpoint(os.path.join(work_dir, "last.pth"), checkpoint)
+class Checkpointer:
+    """Writes the work dir's checkpoints on rank 0, with every rank's
+    generators and pending log lines. Every rank calls its save methods (they
+    gather from all ranks)."""
+
+    def __init__(self, work_dir: str, config: Config, classes: list[str], runner: Runner,
+                 generator: torch.Generator):
+        self.work_dir, self.config, self.classes, self.runner, self.generator = (work_dir, config, list(classes),
+                                                                                 runner, generator)
+        self.loader_state = generator.get_state()
+
+    def epoch_started(self) -> None:
+        """Records the DataLoader generator before the epoch's iterator draws
+        its worker seeds from it; a mid-epoch resume starts from this state."""
+        self.loader_state = self.generator.get_state()
+
+    def save_mid_epoch(self, state: TrainState) -> None:
+        checkpoint = self._gather(state)
+        if dist.is_main_process():
+            save_checkpoint(os.path.join(self.work_dir, "last.pth"), checkpoint)
+
+    def save_epoch(self, state: TrainState) -> None:
+        """epoch_NNNN.pth (the oldest pruned), best.pth when the key metric
+        improved, last.pth; the ranks wait for rank 0 to finish."""
+        checkpoint = self._gather(state)
+        if dist.is_main_process():
+            save_checkpoint(os.path.join(self.work_dir, f"epoch_{state.epoch:04d}.pth"), checkpoint)
+            _prune(self.work_dir, self.config.keep_checkpoints)
+            if state.last_metrics.pop("improved", False):
+                save_checkpoint(os.path.join(self.work_dir, "best.pth"), checkpoint)
+            save_checkpoint(os.path.join(self.work_dir, "last.pth"), checkpoint)
+        dist.barrier()
+
+    def _gather(self, state: TrainState) -> dict[str, Any]:
+        mine = {"rng": {**rng_state(), "loader": self.loader_state}, "window": list(self.runner.window)}
+        ranks = dist.all_gather_object(mine)  # each rank resumes its own streams
+        return {"model": self.runner.bare_model.state_dict(), "optimizer": self.runner.optimizer.state_dict(),
+                "scaler": self.runner.scaler.state_dict(), "config": self.config.to_dict(), "classes": self.classes,
+                "epoch": state.epoch, "iteration": state.iteration, "epoch_iteration": state.epoch_iteration,
+                "best": state.best, "metrics": {k: v for k, v in state.last_metrics.items() if k != "improved"},
+                "rng": [r["rng"] for r in ranks], "log_window": [r["window"] for r in ranks]}
 
 
 def _prune(work_dir: str, keep: int) -> None:
@@ -221,8 +364,11 @@ def _prune(work_dir: str, keep: int) -> None:
         os.remove(os.path.join(work_dir, name))
 
 
-def _resume(path: str, config: Config, model: nn.Module, optimizer) -> TrainState:
-    """Loads last.pth; the checkpoint must be of the same model and classes."""
+def _resume(path: str, config: Config, model: nn.Module, optimizer,
+            iters_per_epoch: int) -> tuple[TrainState, dict[str, Any]]:
+    """Loads last.pth into the model, the optimizer and this rank's
+    generators; returns the state and what the runner and the loader take
+    back (scaler, log window, DataLoader generator)."""
     if not os.path.exists(path):
         raise CheckpointError(f"--resume: no checkpoint to resume from at {path}")
     checkpoint = load_checkpoint(path)
@@ -235,9 +381,30 @@ def _resume(path: str, config: Config, model: nn.Module, optimizer) -> TrainStat
         optimizer.load_state_dict(checkpoint["optimizer"])
     except (KeyError, ValueError) as exc:
         raise CheckpointError(f"{path}: the optimizer state does not fit ({exc})") from None
+    state = TrainState(epoch=int(checkpoint["epoch"]), iteration=int(checkpoint["iteration"]),
+                       epoch_iteration=int(checkpoint.get("epoch_iteration", 0)), best=checkpoint.get("best"),
+                       last_metrics=dict(checkpoint.get("metrics") or {}))
     states, rank = checkpoint["rng"], dist.get_rank()
+    if state.epoch_iteration:
+        _check_mid_epoch_fits(path, saved, config, len(states), state, iters_per_epoch)
     set_rng_state(states[rank] if rank < len(states) else states[0])
     if len(states) != dist.get_world_size():  # another world size: derive a distinct stream per rank
         torch.manual_seed(int(torch.randint(0, 2**62, (1,)).item()) + rank)
-    return TrainState(epoch=int(checkpoint["epoch"]), iteration=int(checkpoint["iteration"]),
-                      best=checkpoint.get("best"), last_metrics=dict(checkpoint.get("metrics") or {}))
+    resumed = {"scaler": checkpoint.get("scaler") or {}}
+    if state.epoch_iteration:
+        resumed.update(loader=states[rank]["loader"], window=checkpoint["log_window"][rank])
+    return state, resumed
+
+
+def _check_mid_epoch_fits(path: str, saved: Config, config: Config, saved_world: int, state: TrainState,
+                          iters_per_epoch: int) -> None:
+    """A mid-epoch position is a count of this rank's batches: it means the
+    same samples only with the same ranks, batch size and epoch length."""
+    world = dist.get_world_size()
+    if (saved_world, saved.data.batch_size) != (world, config.data.batch_size) or \
+            state.epoch_iteration >= iters_per_epoch:
+        raise CheckpointError(
+            f"{path}: written mid-epoch (after {state.epoch_iteration} batches of epoch {state.epoch + 1}) by "
+            f"{saved_world} ranks with data.batch_size {saved.data.batch_size}; this run has {world} ranks with "
+            f"data.batch_size {config.data.batch_size} and {iters_per_epoch} batches an epoch. Resume with the "
+            f"same ranks and batch size, or from an end-of-epoch checkpoint (copy epoch_NNNN.pth to last.pth)")

@@ -1,16 +1,22 @@
+import errno
 import json
 import os
+import random
+import re
 import shutil
 import subprocess
 import sys
 
 import cv2
+import numpy as np
 import pytest
 import torch
 
 from detkit.config import apply_overrides
 from detkit.engine import CheckpointError, NonFiniteLossError, load_checkpoint, train
+from detkit.engine import checkpoint as checkpoint_module
 from detkit.engine import trainer as trainer_module
+from detkit.engine.build import build_model, build_optimizer
 
 from tests.helpers import REPO, tiny_ssd_config
 
@@ -34,6 +40,22 @@ def assert_same_tensors(a, b, where=""):
             assert_same_tensors(x, y, f"{where}[{n}]")
     else:
         assert a == b, where
+
+
+# Everything a resumed run must reproduce: its final checkpoint's contents and its log.
+RUN_STATE = ("model", "optimizer", "scaler", "epoch", "iteration", "epoch_iteration", "best", "metrics", "rng",
+             "log_window")
+
+
+def assert_same_run(work_dir, reference):
+    """The two work dirs' last.pth and metrics.jsonl are the same bit for bit
+    (the logged speed aside)."""
+    ours = load_checkpoint(os.path.join(work_dir, "last.pth"))
+    theirs = load_checkpoint(os.path.join(reference, "last.pth"))
+    for key in RUN_STATE:
+        assert_same_tensors(ours[key], theirs[key], key)
+    drop_speed = lambda lines: [{k: v for k, v in r.items() if k != "images_per_s"} for r in lines]  # noqa: E731
+    assert drop_speed(records(work_dir)) == drop_speed(records(reference))
 
 
 def test_run_writes_a_complete_work_dir(trained):
@@ -70,12 +92,130 @@ def test_resume_continues_exactly_where_the_run_stopped(trained, trained_copy):
         os.remove(os.path.join(work_dir, name))
     state = train(config, work_dir, resume=True, progress=False)
     assert state.epoch == 2
-    ours = load_checkpoint(os.path.join(work_dir, "last.pth"))
-    theirs = load_checkpoint(os.path.join(reference, "last.pth"))
-    for key in ("model", "optimizer", "epoch", "iteration", "best", "metrics", "rng"):
-        assert_same_tensors(ours[key], theirs[key], key)
-    drop_speed = lambda lines: [{k: v for k, v in r.items() if k != "images_per_s"} for r in lines]  # noqa: E731
-    assert drop_speed(records(work_dir)) == drop_speed(records(reference))
+    assert_same_run(work_dir, reference)
+
+
+class Stopped(Exception):
+    pass
+
+
+def stop_at_training_step(monkeypatch, step):
+    """The model's `step`-th training forward raises Stopped: the run ends
+    there, as a kill between two checkpoints would end it."""
+    build = trainer_module.build_model
+    calls = {"n": 0}
+
+    def stopping(model_config, num_classes):
+        model = build(model_config, num_classes)
+        forward = model.forward
+
+        def forward_or_stop(images, targets=None):
+            if model.training:
+                calls["n"] += 1
+                if calls["n"] == step:
+                    raise Stopped
+            return forward(images, targets)
+
+        model.forward = forward_or_stop
+        return model
+
+    monkeypatch.setattr(trainer_module, "build_model", stopping)
+
+
+def test_resume_mid_epoch_continues_bit_for_bit(trained, trained_copy, monkeypatch):
+    """checkpoint.period_iters=1: a run resumed after epoch 1 and stopped
+    during step 5 (the second of epoch 2's three; last.pth holds step 4)
+    resumes to the uninterrupted run's weights, optimizer, generators and
+    log, bit for bit, with a DataLoader worker augmenting the images."""
+    config, reference = trained
+    _, work_dir = trained_copy
+    shutil.copy(os.path.join(work_dir, "epoch_0001.pth"), os.path.join(work_dir, "last.pth"))
+    periodic = apply_overrides(config, ["checkpoint.period_iters=1"])
+    assert periodic.data.num_workers == 1
+    stop_at_training_step(monkeypatch, 2)
+    with pytest.raises(Stopped):
+        train(periodic, work_dir, resume=True, progress=False)
+    monkeypatch.undo()
+    stopped = load_checkpoint(os.path.join(work_dir, "last.pth"))
+    assert (stopped["epoch"], stopped["epoch_iteration"], stopped["iteration"]) == (1, 1, 4)
+    with pytest.raises(CheckpointError, match=r"last\.pth: written mid-epoch \(after 1 batches of epoch 2\) by 1 "
+                                              r"ranks with data\.batch_size 4; this run has 1 ranks with data\.batch_size 3"):
+        train(apply_overrides(periodic, ["data.batch_size=3"]), work_dir, resume=True, progress=False)
+    state = train(periodic, work_dir, resume=True, progress=False)
+    assert (state.epoch, state.iteration, state.epoch_iteration) == (2, 6, 0)
+    assert_same_run(work_dir, reference)
+
+
+def test_the_sampler_starts_an_epoch_part_way():
+    sampler = trainer_module.ResumableSampler(range(10), num_replicas=2, rank=1, shuffle=True, seed=0)
+    sampler.set_epoch(3)
+    whole = list(sampler)
+    assert len(whole) == len(sampler) == 5 and {epoch for epoch, _ in whole} == {3}
+    sampler.set_epoch(3, start=2)
+    assert list(sampler) == whole[2:] and len(sampler) == 3
+    sampler.set_epoch(4)
+    assert len(sampler) == 5 and [i for _, i in sampler] != [i for _, i in whole]
+
+
+class Draws:
+    """A dataset whose samples are draws from the three global generators."""
+
+    def __len__(self):
+        return 10
+
+    def __getitem__(self, index):
+        return torch.rand(3), np.random.rand(), random.random()
+
+
+def test_each_sample_draws_from_its_own_seed():
+    samples = trainer_module.SeededSamples(Draws(), seed=7)
+    torch.manual_seed(0)
+    before = (torch.get_rng_state(), np.random.get_state()[1].copy(), random.getstate())
+    first = samples[(1, 4)]
+    samples[(1, 5)]
+    again = samples[(1, 4)]  # after another sample: the same draws
+    assert torch.equal(first[0], again[0]) and first[1:] == again[1:]
+    for other in (samples[(1, 5)], samples[(2, 4)], trainer_module.SeededSamples(Draws(), seed=8)[(1, 4)]):
+        assert not torch.equal(first[0], other[0]) and first[1] != other[1] and first[2] != other[2]
+    after = (torch.get_rng_state(), np.random.get_state()[1], random.getstate())
+    assert torch.equal(before[0], after[0]) and np.array_equal(before[1], after[1]) and before[2] == after[2]
+
+
+def test_a_work_dir_under_a_file_is_an_error_at_start(shapes_root, tmp_path):
+    """Root may write anywhere, so the unwritable folder is one whose path
+    runs through a regular file."""
+    blocker = tmp_path / "blocker"
+    blocker.write_text("a file, not a folder")
+    work_dir = blocker / "run"
+    with pytest.raises(OSError, match=f"work dir {re.escape(str(work_dir))} cannot be written: a folder on its path "
+                                      f"is a file"):
+        train(tiny_ssd_config(shapes_root), str(work_dir), progress=False)
+
+
+def test_a_full_disk_is_an_error_at_start(shapes_root, tmp_path, monkeypatch):
+    def disk_full(fd):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(os, "fsync", disk_full)
+    work_dir = tmp_path / "run"
+    with pytest.raises(OSError, match=f"work dir {re.escape(str(work_dir))} cannot be written: the disk is full"):
+        train(tiny_ssd_config(shapes_root), str(work_dir), progress=False)
+    assert os.listdir(work_dir) == []  # the probe file is gone and nothing else was written
+
+
+def test_too_little_room_for_the_checkpoints_is_an_error_at_start(trained, tmp_path, monkeypatch):
+    config, reference = trained
+    model = build_model(config.model, 6)
+    estimate = trainer_module._checkpoint_bytes(model, build_optimizer(config.solver, model))
+    assert 0.9 < estimate / os.path.getsize(os.path.join(reference, "last.pth")) < 1.1  # weights + AdamW's 2 moments
+    monkeypatch.setattr(checkpoint_module.shutil, "disk_usage",
+                        lambda path: shutil._ntuple_diskusage(2**40, 2**40 - 2**20, 2**20))
+    work_dir = tmp_path / "run"
+    need = 8 * estimate / 2**20  # keep_checkpoints=5 epoch files, last, best and one being written
+    with pytest.raises(OSError, match=f"work dir {re.escape(str(work_dir))}: 1 MiB free, but its checkpoints need "
+                                      f"about {need:.0f} MiB \\(8 files"):
+        train(config, str(work_dir), progress=False)
+    assert not os.path.exists(work_dir / "metrics.jsonl")
 
 
 def test_resume_refuses_a_checkpoint_of_another_model(trained_copy):

@@ -166,5 +166,13 @@ def load_finetune(model: nn.Module, state: dict[str, Tensor], source: str,
         class_layers[prefix]()
     result = model.load_state_dict({k: v for k, v in state.items() if k not in fresh}, strict=False)
     assert sorted(result.missing_keys) == sorted(fresh) and not result.unexpected_keys
-    print(f"detkit: {source} has another class count; re-initialised {', '.join(fresh)}", file=sys.stderr)
+    if not _other_rank():
+        print(f"detkit: {source} has another class count; re-initialised {', '.join(fresh)}", file=sys.stderr)
     return fresh
+
+
+def _other_rank() -> bool:
+    """True in every distributed rank but the first (they load the same weights; one says so)."""
+    import torch.distributed as dist
+
+    return dist.is_available() and dist.is_initialized() and dist.get_rank() != 0

@@ -18,7 +18,8 @@ from _common import fail_cleanly  # tools/ is on sys.path when run as a script
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("checkpoint")
+    parser.add_argument("checkpoint", help="a detkit checkpoint, or a zoo name with pretrained weights "
+                                           "(fasterrcnn_resnet50_fpn, maskrcnn_resnet50_fpn, ssd300_vgg16)")
     parser.add_argument("--data", choices=["config", "coco", "voc"], default="config",
                         help="the checkpoint config's validation split (default), or a COCO / VOC set")
     parser.add_argument("--images", help="coco: the image folder")

@@ -15,7 +15,8 @@ from _common import fail_cleanly  # tools/ is on sys.path when run as a script
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("checkpoint")
+    parser.add_argument("checkpoint", help="a detkit checkpoint, or a zoo name with pretrained weights "
+                                           "(fasterrcnn_resnet50_fpn, maskrcnn_resnet50_fpn, ssd300_vgg16)")
     parser.add_argument("inputs", nargs="+", help="image files, folders of images, video files")
     parser.add_argument("--out", required=True, help="output folder")
     parser.add_argument("--score-threshold", type=float, default=0.5)

@@ -37,6 +37,8 @@ class Preset:
 PRESETS = {
     "basic": Preset(BASIC_CLASSES, objects=(1, 4), size=(0.15, 0.45)),
     "hard": Preset(HARD_CLASSES, objects=(3, 12), size=(0.04, 0.3)),  # small objects, occlusion
+    # The shapes "basic" lacks, framed like "basic": new classes to fine-tune a basic model on.
+    "novel": Preset(HARD_CLASSES[len(BASIC_CLASSES):], objects=(1, 4), size=(0.15, 0.45)),
 }
 
 

@@ -1,0 +1,25 @@
+"""The machine's measured speed, printed beside every wall time: machines
+differ (one 2-core box trains the default config 1.7x slower than another)."""
+from __future__ import annotations
+
+import functools
+import statistics
+import time
+
+import torch
+
+GEMM_SIZE = 1024
+
+
+@functools.cache
+def gemm_gflops(n: int = GEMM_SIZE, repeats: int = 5) -> float:
+    """Median fp32 GFLOP/s of an n x n torch.mm on the CPU, with torch's threads."""
+    generator = torch.Generator().manual_seed(0)
+    a, b = torch.randn(n, n, generator=generator), torch.randn(n, n, generator=generator)
+    torch.mm(a, b)  # the first call starts the thread pool
+    seconds = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        torch.mm(a, b)
+        seconds.append(time.perf_counter() - start)
+    return 2 * n ** 3 / statistics.median(seconds) / 1e9

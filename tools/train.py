@@ -38,6 +38,8 @@ def main(argv=None) -> int:
     try:
         launch(run, processes, config, work_dir, args)
     except RankFailedError as exc:
+        if os.environ.get("DETKIT_TRACEBACK") and exc.traceback:
+            print(exc.traceback, file=sys.stderr)
         last = os.path.join(work_dir, "last.pth")
         hint = f"; --resume continues from {last}" if os.path.exists(last) else ""
         print(f"error: {exc}{hint}", file=sys.stderr)

@@ -18,7 +18,11 @@ import torch.multiprocessing as mp
 
 
 class RankFailedError(RuntimeError):
-    """A spawned rank died or failed; the other ranks were stopped."""
+    """A spawned rank died or failed; the other ranks were stopped. The
+    message names the rank; `traceback` holds the rank's own traceback when
+    it raised an exception it did not handle."""
+
+    traceback: str = ""
 
 
 def launch(fn: Callable[..., Any], processes: int, *args: Any) -> Any:
@@ -39,9 +43,11 @@ def launch(fn: Callable[..., Any], processes: int, *args: Any) -> Any:
         how = (f"was killed by signal {exc.signal_name}" if exc.signal_name else
                f"exited with code {exc.exit_code} (its error is above)")
         raise RankFailedError(f"rank {exc.error_index} of {processes} {how}; the other ranks were stopped") from None
-    except mp.ProcessRaisedException as exc:
-        raise RankFailedError(f"rank {exc.error_index} of {processes} failed; the other ranks were stopped:"
-                              f"{exc.msg}") from None
+    except mp.ProcessRaisedException as exc:  # an exception the rank did not handle; exc.msg holds its traceback
+        error = RankFailedError(f"rank {exc.error_index} of {processes} failed ({exc.msg.strip().splitlines()[-1]});"
+                                f" the other ranks were stopped")
+        error.traceback = exc.msg
+        raise error from None
     return None
 
 

@@ -404,7 +404,7 @@ def _check_mid_epoch_fits(path: str, saved: Config, config: Config, saved_world:
     if (saved_world, saved.data.batch_size) != (world, config.data.batch_size) or \
             state.epoch_iteration >= iters_per_epoch:
         raise CheckpointError(
-            f"{path}: written mid-epoch (after {state.epoch_iteration} batches of epoch {state.epoch + 1}) by "
-            f"{saved_world} ranks with data.batch_size {saved.data.batch_size}; this run has {world} ranks with "
-            f"data.batch_size {config.data.batch_size} and {iters_per_epoch} batches an epoch. Resume with the "
+            f"{path}: written in epoch {state.epoch + 1} after its batch {state.epoch_iteration}, by "
+            f"{saved_world} ranks with data.batch_size={saved.data.batch_size}; this run has {world} ranks with "
+            f"data.batch_size={config.data.batch_size} and {iters_per_epoch} batches an epoch. Resume with the "
             f"same ranks and batch size, or from an end-of-epoch checkpoint (copy epoch_NNNN.pth to last.pth)")

@@ -1,5 +1,6 @@
 import os
 import random
+import shutil
 
 import numpy as np
 import pytest
@@ -8,6 +9,7 @@ from torch import nn
 
 from detkit.engine import checkpoint as ckpt
 from detkit.engine.checkpoint import CheckpointError, load_checkpoint, load_model_state, save_checkpoint
+from detkit.jsonio import remove_temp_files
 
 
 def state(value: float) -> dict:
@@ -89,3 +91,30 @@ def test_rng_state_round_trips_through_a_checkpoint(tmp_path):
     ckpt.set_rng_state(load_checkpoint(tmp_path / "r.pth")["rng"])
     again = (random.random(), np.random.rand(), torch.rand(1))
     assert expected[:2] == again[:2] and torch.equal(expected[2], again[2])
+
+
+def test_a_killed_writes_temporary_file_is_removed_and_nothing_else(tmp_path, monkeypatch):
+    path = tmp_path / "last.pth"
+    save_checkpoint(path, state(1.0))
+    monkeypatch.setattr(os, "remove", lambda p: None)  # a SIGKILL skips atomic_write's clean-up
+    monkeypatch.setattr(torch, "save", lambda obj, f, *a, **k: (f.write(b"PK half a zip"), 1 / 0))
+    with pytest.raises(ZeroDivisionError):
+        save_checkpoint(path, state(2.0))
+    monkeypatch.undo()
+    (tmp_path / ".hidden.pth").write_bytes(b"not ours")
+    (leftover,) = [n for n in os.listdir(tmp_path) if n.startswith(".tmp-")]
+    assert remove_temp_files(tmp_path) == [str(tmp_path / leftover)]
+    assert sorted(os.listdir(tmp_path)) == [".hidden.pth", "last.pth"]
+    assert torch.equal(load_checkpoint(path)["model"]["w"], torch.ones(3))
+
+
+def test_the_space_check_counts_the_checkpoints_it_will_replace(tmp_path, monkeypatch):
+    mib = 2**20
+    free = shutil._ntuple_diskusage(2**40, 2**40 - 2 * mib, 2 * mib)
+    monkeypatch.setattr(ckpt.shutil, "disk_usage", lambda folder: free)
+    (tmp_path / "last.pth").write_bytes(bytes(3 * mib))
+    (tmp_path / "metrics.jsonl").write_bytes(bytes(mib))  # not a checkpoint: no room for one
+    ckpt.check_checkpoint_space(tmp_path, mib, 5)  # 5 MiB: 3 held by last.pth, 2 free
+    with pytest.raises(OSError, match=f"work dir {tmp_path}: 2 MiB free, but its checkpoints need about 3 MiB "
+                                      r"\(6 files of 1 MiB\)"):
+        ckpt.check_checkpoint_space(tmp_path, mib, 6)

@@ -138,8 +138,8 @@ def test_resume_mid_epoch_continues_bit_for_bit(trained, trained_copy, monkeypat
     monkeypatch.undo()
     stopped = load_checkpoint(os.path.join(work_dir, "last.pth"))
     assert (stopped["epoch"], stopped["epoch_iteration"], stopped["iteration"]) == (1, 1, 4)
-    with pytest.raises(CheckpointError, match=r"last\.pth: written mid-epoch \(after 1 batches of epoch 2\) by 1 "
-                                              r"ranks with data\.batch_size 4; this run has 1 ranks with data\.batch_size 3"):
+    with pytest.raises(CheckpointError, match=r"last\.pth: written in epoch 2 after its batch 1, by 1 ranks with "
+                                              r"data\.batch_size=4; this run has 1 ranks with data\.batch_size=3"):
         train(apply_overrides(periodic, ["data.batch_size=3"]), work_dir, resume=True, progress=False)
     state = train(periodic, work_dir, resume=True, progress=False)
     assert (state.epoch, state.iteration, state.epoch_iteration) == (2, 6, 0)

@@ -25,8 +25,9 @@ import torch
 from torch import nn
 
 from ..jsonio import atomic_write
+from ..weights import CHECKPOINT_FORMAT, WeightsError, load_state_strict
 
-FORMAT = "detkit"
+FORMAT = CHECKPOINT_FORMAT
 VERSION = 1
 
 
@@ -52,7 +53,7 @@ def load_checkpoint(path: Union[str, os.PathLike], map_location: Any = "cpu") ->
                               f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})") from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not a detkit checkpoint (no 'format': 'detkit' entry); "
-                              f"for torchvision weights use model.weights or detkit.models.load_torchvision")
+                              f"for torchvision weights use model.weights or detkit.models.load_weights")
     missing = [key for key in ("model", "config", "classes") if key not in state]
     if missing:
         raise CheckpointError(f"{path}: the checkpoint lacks {missing}")
@@ -66,21 +67,10 @@ def load_model_state(model: nn.Module, state_dict: dict[str, Any], source: str) 
     """Loads weights strictly; a checkpoint of another model or class count is named."""
     if not isinstance(state_dict, dict):
         raise CheckpointError(f"{source}: the weights are a {type(state_dict).__name__}, not a state_dict")
-    own = model.state_dict()
-    missing = [k for k in own if k not in state_dict]
-    unexpected = [k for k in state_dict if k not in own]
-    wrong = [f"{k}: {tuple(v.shape)} in the file, {tuple(own[k].shape)} in the model" for k, v in state_dict.items()
-             if k in own and hasattr(v, "shape") and v.shape != own[k].shape]
-    if missing or unexpected or wrong:
-        parts = []
-        if wrong:
-            parts.append(f"{len(wrong)} tensors have other shapes (another class count or width?), e.g. {wrong[0]}")
-        if missing:
-            parts.append(f"{len(missing)} model weights are missing, e.g. {missing[0]}")
-        if unexpected:
-            parts.append(f"{len(unexpected)} unexpected weights, e.g. {unexpected[0]}")
-        raise CheckpointError(f"{source}: does not fit this model (another model?): " + "; ".join(parts))
-    model.load_state_dict(state_dict)
+    try:
+        load_state_strict(model, state_dict, source)
+    except WeightsError as exc:
+        raise CheckpointError(str(exc)) from None
 
 
 def rng_state() -> dict[str, Any]:

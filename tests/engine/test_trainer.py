@@ -228,7 +228,7 @@ def test_resume_refuses_a_checkpoint_of_another_model(trained_copy):
 def test_resume_refuses_another_class_count(trained_copy):
     config, work_dir = trained_copy
     hard = apply_overrides(config, ["data.shapes.preset=hard"])  # 8 classes instead of 5
-    with pytest.raises(CheckpointError, match=r"last\.pth: does not fit this model.*other shapes"):
+    with pytest.raises(CheckpointError, match=r"last\.pth does not fit SSD .*other shapes"):
         train(hard, work_dir, resume=True, progress=False)
 
 

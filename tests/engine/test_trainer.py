@@ -99,27 +99,36 @@ class Stopped(Exception):
     pass
 
 
-def stop_at_training_step(monkeypatch, step):
-    """The model's `step`-th training forward raises Stopped: the run ends
-    there, as a kill between two checkpoints would end it."""
+def at_training_step(monkeypatch, step, action):
+    """Calls action(losses) on the model's `step`-th training forward (counting
+    from 1 across epochs); action may raise or edit the losses."""
     build = trainer_module.build_model
     calls = {"n": 0}
 
-    def stopping(model_config, num_classes):
+    def wrapped_build(model_config, num_classes):
         model = build(model_config, num_classes)
         forward = model.forward
 
-        def forward_or_stop(images, targets=None):
+        def counting_forward(images, targets=None):
+            out = forward(images, targets)
             if model.training:
                 calls["n"] += 1
                 if calls["n"] == step:
-                    raise Stopped
-            return forward(images, targets)
+                    action(out)
+            return out
 
-        model.forward = forward_or_stop
+        model.forward = counting_forward
         return model
 
-    monkeypatch.setattr(trainer_module, "build_model", stopping)
+    monkeypatch.setattr(trainer_module, "build_model", wrapped_build)
+
+
+def stop_at_training_step(monkeypatch, step):
+    """The model's `step`-th training forward raises Stopped: the run ends
+    there, as a kill between two checkpoints would end it."""
+    def stop(_):
+        raise Stopped
+    at_training_step(monkeypatch, step, stop)
 
 
 def test_resume_mid_epoch_continues_bit_for_bit(trained, trained_copy, monkeypatch):
@@ -238,25 +247,9 @@ def test_resume_needs_a_checkpoint(shapes_root, tmp_path):
 
 
 def test_non_finite_loss_stops_with_the_iteration_and_keeps_the_checkpoint(shapes_root, tmp_path, monkeypatch):
-    build = trainer_module.build_model
-    calls = {"n": 0}
-
-    def poisoned(model_config, num_classes):
-        model = build(model_config, num_classes)
-        forward = model.forward
-
-        def forward_with_nan(images, targets=None):
-            out = forward(images, targets)
-            if model.training:
-                calls["n"] += 1
-                if calls["n"] == 5:  # the second iteration of epoch 2
-                    out["classification"] = out["classification"] * float("nan")
-            return out
-
-        model.forward = forward_with_nan
-        return model
-
-    monkeypatch.setattr(trainer_module, "build_model", poisoned)
+    def poison(losses):  # the second iteration of epoch 2
+        losses["classification"] = losses["classification"] * float("nan")
+    at_training_step(monkeypatch, 5, poison)
     config = tiny_ssd_config(shapes_root)
     with pytest.raises(NonFiniteLossError, match=r"iteration 5 \(epoch 2.*classification.*last good checkpoint is"):
         train(config, str(tmp_path), progress=False)

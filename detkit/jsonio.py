@@ -6,6 +6,7 @@ import errno
 import gc
 import json
 import os
+import reprlib
 import tempfile
 from typing import IO, Any, Iterator, Union
 
@@ -32,15 +33,33 @@ def gc_paused() -> Iterator[None]:
 
 
 def load_json(path: PathLike, what: str = "file") -> Any:
-    """json.load of `path`; FileNotFoundError / ValueError name the file."""
+    """json.load of `path` (UTF-8, as JSON files are); FileNotFoundError /
+    ValueError name the file."""
     path = os.fspath(path)
     try:
-        with open(path) as f, gc_paused():
+        with open(path, encoding="utf-8") as f, gc_paused():
             return json.load(f)
     except FileNotFoundError:
         raise FileNotFoundError(f"{what} not found: {path}") from None
     except json.JSONDecodeError as exc:
         raise ValueError(f"{path}: not valid JSON ({exc})") from None
+    except (ValueError, RecursionError) as exc:  # bad UTF-8, an integer of over 4300 digits, [[[...]]] too deep
+        raise ValueError(f"{path}: not valid JSON ({type(exc).__name__}: {str(exc)[:200]})") from None
+
+
+_REPR = reprlib.Repr()
+_REPR.maxlevel, _REPR.maxstring, _REPR.maxother = 3, 40, 40
+
+
+def short_repr(value: Any, limit: int = 60) -> str:
+    """repr(value), shortened to about `limit` characters, for error messages
+    that quote a file's data: it may be megabytes of garbage (reprlib never
+    builds the whole repr)."""
+    try:
+        text = _REPR.repr(value)
+    except ValueError:  # an int of more than 4300 digits has no str()
+        text = f"<{type(value).__name__}>"
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 @contextlib.contextmanager

@@ -8,10 +8,11 @@ from typing import Callable, Optional
 
 import numpy as np
 
-from ..jsonio import load_json
+from ..jsonio import load_json, short_repr
+from ..rle import segmentation_problem
 from ..targets import NumpyTarget
 from .images import MAX_IMAGE_PIXELS, read_image
-from .problems import AnnotationError, AnnotationProblems, short
+from .problems import AnnotationError, AnnotationProblems
 
 
 class CocoDetection:
@@ -70,7 +71,7 @@ class CocoDetection:
         images, label_of, with_masks = self.images, self.label_of, self.with_masks
         for n, ann in enumerate(annotations):
             if not isinstance(ann, dict):
-                problems.fail(f"annotations[{n}] must be an object, got {short(ann)}")
+                problems.fail(f"annotations[{n}] must be an object, got {short_repr(ann)}")
             try:
                 image = images.get(ann.get("image_id"))
             except TypeError:  # an unhashable id (a list, an object) names no image
@@ -80,12 +81,13 @@ class CocoDetection:
             except TypeError:
                 known_category = False
             if image is None:
-                problems.report(f"{_name(ann, n)}: image_id {short(ann.get('image_id'))} is not in 'images'")
+                problems.report(f"{_name(ann, n)}: image_id {short_repr(ann.get('image_id'))} is not in 'images'")
             elif not known_category:
-                problems.report(f"{_name(ann, n)}: unknown category_id {short(ann.get('category_id'))}")
+                problems.report(f"{_name(ann, n)}: unknown category_id {short_repr(ann.get('category_id'))}")
             elif ann.get("iscrowd", 0) not in (0, 1):
-                problems.report(f"{_name(ann, n)}: iscrowd must be 0 or 1, got {short(ann.get('iscrowd'))}")
-            elif with_masks and (problem := _segmentation_problem(ann.get("segmentation"), image)):
+                problems.report(f"{_name(ann, n)}: iscrowd must be 0 or 1, got {short_repr(ann.get('iscrowd'))}")
+            elif with_masks and (problem := segmentation_problem(ann.get("segmentation"), image["height"],
+                                                                 image["width"])):
                 problems.report(f"{_name(ann, n)}: {problem}")
             else:
                 known.append(ann)
@@ -150,15 +152,13 @@ def _load_json(path: str, problems: AnnotationProblems) -> dict:
     """The file's object, with its three sections checked to be lists."""
     try:
         dataset = load_json(path, "annotation file")
-    except (ValueError, RecursionError) as exc:  # also bad UTF-8, a 5000-digit number, [[[[...]]]] too deep
-        message = str(exc)
-        problems.fail(message[len(path) + 2:] if message.startswith(f"{path}: ") else
-                      f"not valid JSON ({type(exc).__name__}: {message[:200]})")
+    except ValueError as exc:  # "<path>: not valid JSON (...)"
+        raise AnnotationError(str(exc)) from None
     if not isinstance(dataset, dict):
-        problems.fail(f"expected a JSON object with images, annotations and categories, got {short(dataset)}")
+        problems.fail(f"expected a JSON object with images, annotations and categories, got {short_repr(dataset)}")
     for key in ("images", "annotations", "categories"):
         if not isinstance(dataset.get(key), list):
-            problems.fail(f"{key!r} must be a list, got {short(dataset.get(key))}")
+            problems.fail(f"{key!r} must be a list, got {short_repr(dataset.get(key))}")
     if not dataset["images"]:
         problems.fail("the image list is empty")
     return dataset
@@ -169,11 +169,11 @@ def _categories(records: list, problems: AnnotationProblems) -> tuple[list[int],
     from these, so any fault here raises, skip_invalid or not."""
     names: dict[int, str] = {}
     for n, category in enumerate(records):
-        if not isinstance(category, dict) or type(category.get("id")) is not int:
-            problems.fail(f"categories[{n}] must be an object with an integer 'id', got {short(category)}")
+        if not isinstance(category, dict) or not _is_id(category.get("id")):
+            problems.fail(f"categories[{n}] must be an object with an integer 'id', got {short_repr(category)}")
         name = category.get("name", category["id"])
         if not isinstance(name, (str, int)):
-            problems.fail(f"category {category['id']}: 'name' must be a string, got {short(name)}")
+            problems.fail(f"category {category['id']}: 'name' must be a string, got {short_repr(name)}")
         if category["id"] in names:
             problems.fail(f"category id {category['id']} appears twice")
         names[category["id"]] = str(name)
@@ -186,10 +186,10 @@ def _images(records: list, problems: AnnotationProblems) -> dict[int, dict]:
     images: dict[int, dict] = {}
     for n, image in enumerate(records):
         if not isinstance(image, dict):
-            problems.fail(f"images[{n}] must be an object, got {short(image)}")
+            problems.fail(f"images[{n}] must be an object, got {short_repr(image)}")
         problem = _image_problem(image)
         if problem is not None:
-            problems.report(f"image {short(image.get('id'))} (images[{n}]): {problem}")
+            problems.report(f"image {short_repr(image.get('id'))} (images[{n}]): {problem}")
         elif image["id"] in images:
             problems.fail(f"image id {image['id']} appears twice")
         else:
@@ -203,23 +203,28 @@ def _image_problem(image: dict) -> Optional[str]:
     missing = [key for key in ("id", "file_name", "width", "height") if key not in image]
     if missing:
         return f"needs id, file_name, width and height; {', '.join(missing)} missing"
-    if type(image["id"]) is not int:
-        return f"'id' must be an integer, got {short(image['id'])}"
+    if not _is_id(image["id"]):
+        return f"'id' must be an integer, got {short_repr(image['id'])}"
     if not isinstance(image["file_name"], str) or not image["file_name"]:
-        return f"'file_name' must be a non-empty string, got {short(image['file_name'])}"
+        return f"'file_name' must be a non-empty string, got {short_repr(image['file_name'])}"
     width, height = image["width"], image["height"]
     if not (type(width) is int and type(height) is int and width > 0 and height > 0
             and width * height <= MAX_IMAGE_PIXELS):
         return (f"width and height must be positive integers, at most {MAX_IMAGE_PIXELS} pixels together, "
-                f"got {short(width)} x {short(height)}")
+                f"got {short_repr(width)} x {short_repr(height)}")
     return None
+
+
+def _is_id(value) -> bool:
+    """An integer that fits int64, as the evaluators' id arrays hold them (not a bool)."""
+    return type(value) is int and -(2**63) <= value < 2**63
 
 
 def _name(ann: dict, n: Optional[int] = None) -> str:
     """How messages name an annotation: by its id, or when it has none by its
     place n in the file's list."""
     if "id" in ann or n is None:
-        return f"annotation {short(ann.get('id'))}"
+        return f"annotation {short_repr(ann.get('id'))}"
     return f"annotations[{n}] (no id)"
 
 
@@ -252,52 +257,10 @@ def _bbox_problem(ann: dict, image: dict) -> str:
     bbox = ann.get("bbox")
     values = _one_bbox(bbox)
     if not all(math.isfinite(v) for v in values):
-        return f"bbox must be 4 finite numbers [x, y, w, h], got {short(bbox)}"
+        return f"bbox must be 4 finite numbers [x, y, w, h], got {short_repr(bbox)}"
     if values[2] < 0 or values[3] < 0:
-        return f"bbox {short(bbox)} has a negative width or height"
-    return f"bbox {short(bbox)} lies outside its {image['width']}x{image['height']} image {image['id']}"
-
-
-def _segmentation_problem(segm, image: dict) -> Optional[str]:
-    """Why pycocotools cannot be given `segm` for `image`, or None. Its C code
-    takes polygon coordinates and RLE sizes on faith: a coordinate of 1e12
-    crashes it, an RLE size of 10^5 x 10^5 allocates 10 GB."""
-    if isinstance(segm, list):
-        return _polygons_problem(segm, image["height"], image["width"])
-    if isinstance(segm, dict):
-        return _rle_problem(segm, image["height"], image["width"])
-    return f"segmentation must be polygons or an RLE, got {short(segm)}"
-
-
-def _polygons_problem(polygons: list, height: int, width: int) -> Optional[str]:
-    """Polygons are lists of x, y coordinates within one image size of the
-    image; pycocotools reads a list of 4-value lists as boxes."""
-    reach = max(height, width)
-    for polygon in polygons:
-        if not isinstance(polygon, list) or len(polygon) % 2 or len(polygon) < 4:
-            return f"a polygon must be a list of x, y coordinates, got {short(polygon)}"
-        if len(polygon) != len(polygons[0]) and 4 in (len(polygon), len(polygons[0])):
-            return "polygons mix 4-value boxes with longer polygons"
-        try:  # min, max and sum run in C; sum fails on anything but numbers and is NaN for a NaN
-            low, high, total = min(polygon), max(polygon), sum(polygon)
-        except TypeError:
-            return f"polygon coordinates must be numbers, got {short(polygon)}"
-        if not (-reach <= low and high <= 2 * reach and math.isfinite(total)):
-            return f"polygon coordinates must be finite and within {reach} px of the image, got {short(polygon)}"
-    return None
-
-
-def _rle_problem(rle: dict, height: int, width: int) -> Optional[str]:
-    size, counts = rle.get("size"), rle.get("counts")
-    if not (isinstance(size, list) and len(size) == 2 and all(type(v) is int for v in size)
-            and size == [height, width]):
-        return f"RLE size must be the image's [height, width] {[height, width]}, got {short(size)}"
-    if isinstance(counts, list):
-        if not all(type(c) is int and c >= 0 for c in counts) or sum(counts) != height * width:
-            return f"RLE counts must be non-negative integers adding up to {height * width}, got {short(counts)}"
-    elif not isinstance(counts, str):  # compressed: pycocotools (>= 2.0.5) checks the runs as it decodes
-        return f"RLE counts must be a list or a string, got {short(counts)}"
-    return None
+        return f"bbox {short_repr(bbox)} has a negative width or height"
+    return f"bbox {short_repr(bbox)} lies outside its {image['width']}x{image['height']} image {image['id']}"
 
 
 def _masks(anns: list, height: int, width: int, source: str) -> np.ndarray:
@@ -317,5 +280,5 @@ def _masks(anns: list, height: int, width: int, source: str) -> np.ndarray:
             masks[n] = mask_utils.decode(rle)
         except Exception as exc:  # pycocotools raises bare Exceptions, e.g. for RLE runs past the mask's end
             raise AnnotationError(f"{source}: {_name(ann)}: pycocotools cannot decode its segmentation "
-                                  f"({type(exc).__name__}: {short(str(exc), 100)})") from None
+                                  f"({type(exc).__name__}: {short_repr(str(exc), 100)})") from None
     return masks

@@ -10,12 +10,8 @@ Two kinds of fault, as the datasets tell them apart:
 """
 from __future__ import annotations
 
-import reprlib
 import warnings
 from typing import NoReturn
-
-_REPR = reprlib.Repr()
-_REPR.maxlevel, _REPR.maxstring, _REPR.maxother = 3, 40, 40
 
 
 class AnnotationError(ValueError):
@@ -51,14 +47,3 @@ class AnnotationProblems:
                 RuntimeWarning,
                 stacklevel=3,
             )
-
-
-def short(value, limit: int = 60) -> str:
-    """repr(value), shortened to about `limit` characters: messages quote user
-    data, which may be megabytes of garbage (reprlib never builds the whole
-    repr)."""
-    try:
-        text = _REPR.repr(value)
-    except ValueError:  # an int of more than 4300 digits has no str()
-        text = f"<{type(value).__name__}>"
-    return text if len(text) <= limit else text[:limit] + "..."

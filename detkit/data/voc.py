@@ -13,9 +13,10 @@ from typing import Callable, Optional, Sequence
 import numpy as np
 from defusedxml import DefusedXmlException, ElementTree
 
+from ..jsonio import short_repr
 from ..targets import NumpyTarget
 from .images import MAX_IMAGE_PIXELS, read_image
-from .problems import AnnotationError, AnnotationProblems, short
+from .problems import AnnotationError, AnnotationProblems
 
 VOC_CLASSES = (
     "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow", "diningtable",
@@ -123,7 +124,7 @@ class VOCDetection:
         """(box, label, difficult) of the n-th <object>, or None when reported."""
         name = (obj.findtext("name") or "").strip()
         if name not in self.label_of:
-            problems.report(f"object {n}: unknown class {short(name)}")
+            problems.report(f"object {n}: unknown class {short_repr(name)}")
             return None
         corners = _corners(obj.find("bndbox"))
         if corners is None:
@@ -135,7 +136,7 @@ class VOCDetection:
             return None
         hard = (obj.findtext("difficult") or "0").strip()
         if hard not in ("0", "1"):
-            problems.report(f"object {n} ({name}): <difficult> must be 0 or 1, got {short(hard)}")
+            problems.report(f"object {n} ({name}): <difficult> must be 0 or 1, got {short_repr(hard)}")
             return None
         x1, y1, x2, y2 = xmin - 1, ymin - 1, xmax, ymax
         height, width = size if size is not None else (MAX_IMAGE_PIXELS, MAX_IMAGE_PIXELS)
@@ -154,12 +155,12 @@ def _parse(xml_path: str):
         root = ElementTree.parse(xml_path).getroot()
     except FileNotFoundError:
         raise FileNotFoundError(f"VOC annotation not found: {xml_path}") from None
-    except ElementTree.ParseError as exc:
-        raise AnnotationError(f"{xml_path}: malformed XML ({exc})") from None
+    except (ElementTree.ParseError, LookupError) as exc:  # LookupError: an encoding Python does not know
+        raise AnnotationError(f"{xml_path}: malformed XML ({type(exc).__name__}: {exc})") from None
     except DefusedXmlException as exc:  # entity expansion, external references
         raise AnnotationError(f"{xml_path}: refused unsafe XML ({exc!r})") from None
     if root.tag != "annotation":
-        raise AnnotationError(f"{xml_path}: the root element must be <annotation>, got <{short(root.tag)}>")
+        raise AnnotationError(f"{xml_path}: the root element must be <annotation>, got <{short_repr(root.tag)}>")
     return root
 
 
@@ -178,8 +179,8 @@ def _size(annotation, xml_path: str) -> Optional[tuple[int, int]]:
         height = width = 0
     if not (height > 0 and width > 0 and height * width <= MAX_IMAGE_PIXELS):
         raise AnnotationError(f"{xml_path}: <size> needs positive integer <width> and <height>, at most "
-                              f"{MAX_IMAGE_PIXELS} pixels together, got {short(size.findtext('width'))} x "
-                              f"{short(size.findtext('height'))}")
+                              f"{MAX_IMAGE_PIXELS} pixels together, got {short_repr(size.findtext('width'))} x "
+                              f"{short_repr(size.findtext('height'))}")
     return height, width
 
 

@@ -15,6 +15,7 @@ array are equal to pycocotools', not merely close.
 """
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass, field
 from typing import Any, Collection, Mapping, Optional, Sequence, Union
@@ -22,8 +23,8 @@ from typing import Any, Collection, Mapping, Optional, Sequence, Union
 import numpy as np
 from torch import Tensor
 
-from ..jsonio import load_json, write_json_atomic
-from ..rle import encode_masks, rle_to_json
+from ..jsonio import load_json, short_repr, write_json_atomic
+from ..rle import encode_masks, rle_to_json, segmentation_problem
 from . import _kernels
 
 IOU_TYPES = ("bbox", "segm")
@@ -105,20 +106,69 @@ def _only_images(dataset: dict, image_ids: Optional[Collection], source: str) ->
     if not isinstance(images, list):
         raise ValueError(f"{source}: 'images' must be a list")
     image_ids = set(image_ids)
-    # Records that are not objects are kept, for _GroundTruth to report.
-    kept = [img for img in images if not isinstance(img, Mapping) or img.get("id") in image_ids]
+    # Records that are not objects or have an unhashable id are kept, for _GroundTruth to report.
+    kept = [img for img in images if not isinstance(img, Mapping) or not _hashable(img.get("id"))
+            or img.get("id") in image_ids]
     if len(kept) == len(images):
         return dataset
     annotations = dataset.get("annotations", [])
     if isinstance(annotations, list):
-        annotations = [a for a in annotations if not isinstance(a, Mapping) or a.get("image_id") in image_ids]
+        annotations = [a for a in annotations if not isinstance(a, Mapping) or _member(a.get("image_id"), image_ids)]
     return {**dataset, "images": kept, "annotations": annotations}
 
 
-def _require(record: Mapping, key: str, where: str):
-    if key not in record:
-        raise ValueError(f"{where} has no {key!r} field")
-    return record[key]
+def _hashable(value) -> bool:
+    return not isinstance(value, (list, dict))  # all that JSON holds besides scalars
+
+
+def _member(value, keys) -> bool:
+    """value in keys; an unhashable value (a list, an object) names nothing."""
+    return _hashable(value) and value in keys
+
+
+def _records_by_id(records: list, section: str, source: str) -> dict:
+    """{id: record} of the images or categories; later duplicates win, as in pycocotools."""
+    by_id = {}
+    for n, record in enumerate(records):
+        if not isinstance(record, Mapping) or not _is_id(record.get("id")):
+            raise ValueError(f"{source}: {section}[{n}] must be an object with an integer 'id', "
+                             f"got {short_repr(record)}")
+        by_id[record["id"]] = record
+    return by_id
+
+
+def _is_id(value) -> bool:
+    """An integer that fits the int64 id arrays (not a bool)."""
+    return type(value) is int and -(2**63) <= value < 2**63
+
+
+def _is_number(value) -> bool:
+    try:
+        return type(value) in (int, float) and math.isfinite(value)
+    except OverflowError:  # an int beyond float range
+        return False
+
+
+def _gt_annotation_problem(ann: Mapping, image: Mapping, iou_type: str) -> Optional[str]:
+    """Why a GT annotation of an evaluated image and category cannot be scored, or None."""
+    if not _is_id(ann.get("id")):
+        return f"'id' must be an integer; {_got(ann, 'id')}"
+    if not _is_number(ann.get("area")):
+        return f"'area' must be a finite number; {_got(ann, 'area')}"
+    if ann.get("iscrowd", 0) not in (0, 1):
+        return f"'iscrowd' must be 0 or 1; {_got(ann, 'iscrowd')}"
+    if iou_type == "bbox":
+        bbox = ann.get("bbox")
+        if not (isinstance(bbox, list) and len(bbox) == 4 and all(_is_number(v) for v in bbox)):
+            return f"'bbox' must be 4 finite numbers; {_got(ann, 'bbox')}"
+        return None
+    if "segmentation" not in ann:
+        return "'segmentation' is missing"
+    return segmentation_problem(ann["segmentation"], image.get("height"), image.get("width"))
+
+
+def _got(record: Mapping, key: str) -> str:
+    return f"got {short_repr(record[key])}" if key in record else "it is missing"
 
 
 class _GroundTruth:
@@ -129,29 +179,34 @@ class _GroundTruth:
         for key in ("images", "annotations", "categories"):
             if not isinstance(dataset.get(key), list):
                 raise ValueError(f"{source}: {key!r} must be a list")
-        self.images = {_require(img, "id", f"{source}: an image"): img for img in dataset["images"]}
+        self.images = _records_by_id(dataset["images"], "images", source)
         self.img_ids = np.array(sorted(self.images), dtype=np.int64)
-        self.categories = {_require(c, "id", f"{source}: a category"): c for c in dataset["categories"]}
+        self.categories = _records_by_id(dataset["categories"], "categories", source)
         self.cat_ids = np.array(sorted(self.categories), dtype=np.int64)
         self.img_index = {int(i): n for n, i in enumerate(self.img_ids)}
         self.cat_index = {int(c): n for n, c in enumerate(self.cat_ids)}
-        anns = [a for a in dataset["annotations"]
-                if a.get("image_id") in self.img_index and a.get("category_id") in self.cat_index]
+        anns = []
+        for n, a in enumerate(dataset["annotations"]):
+            if not isinstance(a, Mapping):
+                raise ValueError(f"{source}: annotations[{n}] must be an object, got {short_repr(a)}")
+            # Annotations of other images or categories are not scored (pycocotools ignores them too).
+            if _member(a.get("image_id"), self.img_index) and _member(a.get("category_id"), self.cat_index):
+                problem = _gt_annotation_problem(a, self.images[a["image_id"]], iou_type)
+                if problem is not None:
+                    raise ValueError(f"{source}: annotation {short_repr(a.get('id'))}: {problem}")
+                anns.append(a)
         pair = np.array([self.cat_index[a["category_id"]] * len(self.img_ids) + self.img_index[a["image_id"]]
                          for a in anns], dtype=np.int64)
         order = np.argsort(pair, kind="stable")
         self.anns = [anns[i] for i in order]
         self.offsets = _offsets(pair[order], len(self.cat_ids) * len(self.img_ids))
-        self.ids = np.array([_require(a, "id", f"{source}: an annotation") for a in self.anns], dtype=np.int64)
-        self.area = np.array([float(_require(a, "area", f"{source}: annotation {a.get('id')}")) for a in self.anns])
+        self.ids = np.array([a["id"] for a in self.anns], dtype=np.int64)
+        self.area = np.array([float(a["area"]) for a in self.anns])
         self.crowd = np.array([int(a.get("iscrowd", 0)) for a in self.anns], dtype=np.uint8)
         if iou_type == "bbox":
-            self.boxes = np.array([_require(a, "bbox", f"{source}: annotation {a.get('id')}") for a in self.anns],
-                                  dtype=np.float64).reshape(-1, 4)
+            self.boxes = np.array([a["bbox"] for a in self.anns], dtype=np.float64).reshape(-1, 4)
         else:
-            self.rles = [_to_rle(_require(a, "segmentation", f"{source}: annotation {a.get('id')}"),
-                                 self.images[a["image_id"]], f"{source}: annotation {a.get('id')}")
-                         for a in self.anns]
+            self.rles = [_to_rle(a["segmentation"], self.images[a["image_id"]]) for a in self.anns]
 
 
 def _offsets(sorted_keys: np.ndarray, n: int) -> np.ndarray:
@@ -159,21 +214,20 @@ def _offsets(sorted_keys: np.ndarray, n: int) -> np.ndarray:
     return np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
 
 
-def _to_rle(segmentation, image: Mapping, where: str):
-    """pycocotools' annToRLE: polygons and uncompressed RLE to compressed RLE."""
+def _to_rle(segmentation, image: Mapping):
+    """pycocotools' annToRLE: polygons and uncompressed RLE to compressed RLE;
+    no polygon at all is an empty mask (pycocotools fails on it). The
+    segmentation has passed segmentation_problem for this image."""
     from pycocotools import mask as mask_utils
 
-    try:
-        h, w = image["height"], image["width"]
-    except KeyError:
-        raise ValueError(f"{where}: image {image.get('id')} has no height/width, needed for masks") from None
+    h, w = image["height"], image["width"]
     if isinstance(segmentation, list):
+        if not segmentation:
+            return mask_utils.encode(np.zeros((h, w), dtype=np.uint8, order="F"))
         return mask_utils.merge(mask_utils.frPyObjects(segmentation, h, w))
-    if isinstance(segmentation, Mapping) and isinstance(segmentation.get("counts"), list):
+    if isinstance(segmentation.get("counts"), list):
         return mask_utils.frPyObjects(segmentation, h, w)
-    if isinstance(segmentation, Mapping) and "counts" in segmentation:
-        return segmentation
-    raise ValueError(f"{where}: segmentation must be polygons or an RLE, got {type(segmentation).__name__}")
+    return segmentation
 
 
 # --- detections ------------------------------------------------------------------------------------
@@ -206,10 +260,11 @@ class _Detections:
                 np.concatenate(self.boxes))
 
 
-def _records_to_columns(records: Sequence[Mapping], iou_type: str):
+def _records_to_columns(records: Sequence[Mapping], iou_type: str, images: Mapping[int, Mapping]):
     """COCO result records -> columns, with loadRes' rules: bbox results get
     area w * h (also when evaluating segm, as loadRes does when the first
-    record has a bbox); segm results get the mask area."""
+    record has a bbox); segm results get the mask area. `images`: the GT
+    images by id, whose sizes segmentations must have."""
     from pycocotools import mask as mask_utils
 
     n = len(records)
@@ -228,18 +283,23 @@ def _records_to_columns(records: Sequence[Mapping], iou_type: str):
             if iou_type == "segm":
                 segms[i] = r["segmentation"]
         except KeyError as exc:
-            raise ValueError(f"result record {i} has no {exc.args[0]!r} field: {_short(r)}") from None
-        except (TypeError, ValueError) as exc:
-            raise ValueError(f"result record {i} is malformed ({exc}): {_short(r)}") from None
+            raise ValueError(f"result record {i} has no {exc.args[0]!r} field: {short_repr(r, 200)}") from None
+        except (TypeError, ValueError, OverflowError) as exc:
+            raise ValueError(f"result record {i} is malformed ({exc}): {short_repr(r, 200)}") from None
+        if iou_type == "segm":  # checked before pycocotools reads it, for its box here or its IoUs later
+            problem = _result_segmentation_problem(segms[i], int(image_ids[i]), images)
+            if problem is not None:
+                raise ValueError(f"result record {i}: {problem}")
     if iou_type == "segm" and n and not ("bbox" in records[0] and len(records[0]["bbox"])):
         for i, s in enumerate(segms):
-            boxes[i] = mask_utils.toBbox(s)
+            boxes[i] = mask_utils.toBbox(_to_rle(s, images[int(image_ids[i])]))
     return image_ids, category_ids, scores, boxes, segms
 
 
-def _short(record) -> str:
-    text = repr(record)
-    return text if len(text) < 200 else text[:200] + "..."
+def _result_segmentation_problem(segmentation, image_id: int, images: Mapping[int, Mapping]) -> Optional[str]:
+    if image_id not in images:
+        return f"image_id {image_id} is not in the ground truth"
+    return segmentation_problem(segmentation, images[image_id].get("height"), images[image_id].get("width"))
 
 
 # --- the evaluator ---------------------------------------------------------------------------------
@@ -299,7 +359,7 @@ class COCOEvaluator:
                 self._bbox_area_from_box = True
             return
         records = list(predictions)
-        columns = _records_to_columns(records, self.iou_type)
+        columns = _records_to_columns(records, self.iou_type, self.gt.images)
         self._check(*columns[:4], self._dets.count, "result record")
         if self._bbox_area_from_box is None and records:
             self._bbox_area_from_box = "bbox" in records[0] and len(records[0]["bbox"]) > 0
@@ -379,7 +439,7 @@ class COCOEvaluator:
         """Mask IoUs per pair with pycocotools' RLE kernel; detection areas as loadRes sets them."""
         from pycocotools import mask as mask_utils
 
-        rles = [_to_rle(s, self.gt.images[int(i)], f"result for image {int(i)}") for s, i in zip(segms, image_ids)]
+        rles = [_to_rle(s, self.gt.images[int(i)]) for s, i in zip(segms, image_ids)]
         dt_area = boxes[:, 2] * boxes[:, 3] if self._bbox_area_from_box else \
             np.array([float(mask_utils.area(r)) for r in rles])
         ious = np.zeros(iou_off[-1])

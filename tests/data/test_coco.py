@@ -173,6 +173,7 @@ def test_records_of_the_wrong_type_are_invalid_not_a_crash(tmp_path, bad, messag
         ({"id": 9, "file_name": "c.png", "width": 10**12, "height": 10**12}, r"image 9 .*at most 1073741824 pixels"),
         ({"id": 9, "file_name": "c.png", "width": 0, "height": 40}, r"image 9 .*width and height must be positive"),
         ({"id": "9", "file_name": "c.png", "width": 6, "height": 4}, r"image '9' .*'id' must be an integer"),
+        ({"id": 2**63, "file_name": "c.png", "width": 6, "height": 4}, r"image 9223372036854775808 .*'id' must be"),
         ({"id": 9, "file_name": ["c.png"], "width": 6, "height": 4}, r"image 9 .*'file_name' must be a non-empty"),
         ({"id": 9, "width": 6}, r"image 9 .*: needs id, file_name, width and height; file_name, height missing"),
     ],
@@ -238,6 +239,7 @@ def test_files_that_are_not_coco_json(tmp_path, text, message):
     [
         ([[0, 0, 1e12, 0, 1e12, 1e12]], r"polygon coordinates must be finite and within 60 px"),  # crashes pycocotools
         ([[0, 0, 10, 0, float("nan"), 10]], r"polygon coordinates must be finite"),
+        ([[0, 0, 10**400, 0.0, 5, 5]], r"polygon coordinates must be finite"),  # sum() overflows
         ([[0, 0, 10, 0, "10", 10]], r"polygon coordinates must be numbers"),
         ([[0, 0, 10, 0, 10]], r"a polygon must be a list of x, y coordinates"),
         ([0, 0, 10, 0, 10, 10], r"a polygon must be a list of x, y coordinates"),

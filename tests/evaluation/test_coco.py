@@ -192,7 +192,7 @@ def test_bad_ground_truth_and_files(tmp_path, small):
     gt, results = small
     broken = copy.deepcopy(gt)
     del broken["annotations"][2]["area"]
-    with pytest.raises(ValueError, match=r"annotation \d+ has no 'area' field"):
+    with pytest.raises(ValueError, match=r"annotation \d+: 'area' must be a finite number; it is missing"):
         COCOEvaluator(broken)
     with pytest.raises(ValueError, match="'categories' must be a list"):
         COCOEvaluator({"images": [], "annotations": []})
@@ -244,3 +244,75 @@ def test_segm_prediction_dicts_with_masks_equal_records():
     stats = np.array([evaluator.compute().stats[n] for n in STAT_NAMES])
     assert np.abs(stats - E.stats).max() <= 1e-9
     assert all("counts" in r["segmentation"] for r in evaluator.results())
+
+
+@pytest.mark.parametrize(
+    "change, iou_type, message",
+    [
+        (lambda gt: gt["annotations"].append(7), "bbox", r"gt: annotations\[\d+\] must be an object, got 7"),
+        (lambda gt: gt["images"].append({"id": "x"}), "bbox", r"gt: images\[\d+\] must be an object with an integer"),
+        (lambda gt: gt["categories"].append([1]), "bbox", r"gt: categories\[\d+\] must be an object with an"),
+        (lambda gt: gt["annotations"][0].update(bbox=["1", 2, 3, 4]), "bbox",
+         r"gt: annotation \d+: 'bbox' must be 4 finite numbers; got \['1', 2, 3, 4\]"),
+        (lambda gt: gt["annotations"][0].update(area=10**400), "bbox", r"'area' must be a finite number"),
+        (lambda gt: gt["annotations"][0].update(iscrowd=[1]), "bbox", r"'iscrowd' must be 0 or 1; got \[1\]"),
+        (lambda gt: gt["annotations"][0].update(id=2**64), "bbox", r"'id' must be an integer"),
+        (lambda gt: gt["annotations"][0].update(segmentation=[[0, 0, 1e12, 0, 1e12, 1e12]]), "segm",
+         r"polygon coordinates must be finite and within"),  # would crash pycocotools
+        (lambda gt: gt["annotations"][0].update(segmentation={"size": [10**5, 10**5], "counts": "0"}), "segm",
+         r"RLE size must be the image's"),  # would allocate 10 GB in pycocotools
+        (lambda gt: gt["images"][0].update(height=10**6, width=10**6), "segm", r"its image needs positive integer"),
+    ],
+)
+def test_malformed_ground_truth_records_are_named(change, iou_type, message):
+    gt, _ = synthetic_coco(num_images=4, seed=9, with_masks=True)
+    ann_image = {img["id"]: img for img in gt["images"]}
+    first_image = ann_image[gt["annotations"][0]["image_id"]]
+    gt["images"] = [first_image] + [img for img in gt["images"] if img is not first_image]
+    change(gt)
+    with pytest.raises(ValueError, match=message):
+        COCOEvaluator(gt, iou_type=iou_type)
+
+
+def test_annotations_with_unhashable_ids_are_not_scored():
+    gt, results = synthetic_coco(num_images=4, seed=9)
+    scored = detkit_eval(gt, results, "bbox").stats
+    gt["annotations"].append({**gt["annotations"][0], "id": 999999, "image_id": [1], "category_id": {"a": 1}})
+    assert detkit_eval(gt, results, "bbox").stats == scored  # like an annotation of an unknown image
+    evaluator = COCOEvaluator(gt, image_ids={gt["images"][0]["id"]})
+    assert list(evaluator.gt.img_ids) == [gt["images"][0]["id"]]
+
+
+@pytest.mark.parametrize(
+    "segmentation, message",
+    [
+        ({"size": [10**5, 10**5], "counts": "0"}, r"result record 1: RLE size must be the image's"),
+        ({"size": [10, 10], "counts": [-5, 105]}, r"result record 1: RLE size must be the image's"),
+        ([[0, 0, 1e12, 0, 1e12, 1e12]], r"result record 1: polygon coordinates must be finite"),
+        (None, r"result record 1: segmentation must be polygons or an RLE, got None"),
+    ],
+)
+def test_malformed_segmentation_results_are_named(segmentation, message):
+    gt, results = synthetic_coco(num_images=4, seed=9, with_masks=True)
+    results[1]["segmentation"] = segmentation
+    with pytest.raises(ValueError, match=message):
+        COCOEvaluator(gt, iou_type="segm").update(results)
+
+
+def test_an_empty_polygon_list_is_an_empty_mask():
+    gt, results = synthetic_coco(num_images=6, seed=12, with_masks=True)
+    scored = detkit_eval(gt, results, "segm")
+    ann = gt["annotations"][0]
+    gt["annotations"].append({**ann, "id": 999999, "segmentation": []})  # pycocotools fails on [] (IndexError)
+    with_empty = detkit_eval(gt, results, "segm")
+    assert with_empty.stats["AR100"] < scored.stats["AR100"]  # one more object that nothing can match
+
+
+def test_segm_results_without_a_box_take_it_from_any_segmentation():
+    gt, results = synthetic_coco(num_images=4, seed=13, with_masks=True)
+    no_box = [{k: v for k, v in r.items() if k != "bbox"} for r in results]
+    no_box[0]["segmentation"] = []  # no polygon: an empty mask, box [0, 0, 0, 0]
+    evaluator = COCOEvaluator(gt, iou_type="segm")
+    evaluator.update(no_box)
+    assert evaluator.results()[0]["bbox"] == [0.0, 0.0, 0.0, 0.0]
+    assert 0 <= evaluator.compute().stats["AP"] <= 1

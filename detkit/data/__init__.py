@@ -3,9 +3,11 @@ from . import shapes, transforms
 from .coco import CocoDetection
 from .collate import collate, collate_stacked
 from .images import read_image
+from .problems import AnnotationError
 from .voc import VOC_CLASSES, VOCDetection
 
 __all__ = [
+    "AnnotationError",
     "CocoDetection",
     "VOCDetection",
     "VOC_CLASSES",

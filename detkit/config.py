@@ -180,6 +180,9 @@ class Config:
             return "eval.iou_type='segm' needs eval.metric='coco' (VOC scores boxes only)"
         if evaluation.iou_type == "segm" and not masks_model:
             return f"eval.iou_type='segm' needs a mask model (maskrcnn_*), but model.name is {self.model.name!r}"
+        if masks_model and not (data.masks or evaluation.iou_type == "segm"):
+            return (f"model.name {self.model.name!r} learns masks: set data.masks=True (and eval.iou_type=segm "
+                    "to score them)")
         if data.masks and not masks_model:
             return f"data.masks=True loads masks for a mask model, but model.name {self.model.name!r} predicts none"
         if data.augment == "rcnn" and not (data.min_size and all(isinstance(s, int) and s > 0 for s in data.min_size)):

@@ -39,8 +39,8 @@ from .modeling.roi_heads import (FastRCNNPredictor, MaskRCNNHeads, MaskRCNNPredi
 from .modeling.rpn import RegionProposalNetwork, RPNHead
 from .modeling.ssd import SSD
 from .modeling.ssd_neck import SSDNeck
-from .weights import (MODEL_TWINS, WeightsError, fetch_state_dict, is_weights_name, load_finetune, load_weights,
-                      read_weights, resolve_weights)
+from .weights import (MODEL_TWINS, WeightsError, fetch_state_dict, is_weights_name, load_finetune,
+                      load_state_strict, load_weights, read_weights, resolve_weights, upgrade_legacy_keys)
 
 __all__ = ["build", "list_models", "model_options", "pretrained_models", "load_weights", "SSDOptions", "RCNNOptions",
            "ModelOptionError"]
@@ -54,9 +54,6 @@ SSD300_RATIOS = [[2], [2, 3], [2, 3], [2, 3], [2], [2]]
 # extra box); tuples, so a builder's default cannot be changed in place.
 SSD300_SCALES = (0.07, 0.15, 0.33, 0.51, 0.69, 0.87, 1.05)
 SSD512_SCALES = (0.04, 0.1, 0.26, 0.42, 0.58, 0.74, 0.9, 1.06)
-# torchvision's SSD300 input scaling: the Caffe VGG mean, in [0, 1] input units, and no std.
-VGG_MEAN, VGG_STD = (0.48235, 0.45882, 0.40784), (1.0 / 255.0, 1.0 / 255.0, 1.0 / 255.0)
-IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 
 class ModelOptionError(ValueError):
@@ -161,17 +158,27 @@ def build(name: str, num_classes: Optional[int] = None, weights: Optional[PathLi
         `model.classes` (COCO's 91 slots, "N/A" gaps included). With another
         `num_classes` than the weights', the class-dependent layers are
         re-initialised and everything else loads strictly (fine-tuning).
-    num_classes: including the background; default: the weights' count, else 91.
+    num_classes: including the background. Default: the class count of the
+        weights (named weights and detkit checkpoints know it), else 91; a
+        plain state_dict must then fit exactly. Given, and unlike the weights',
+        it fine-tunes.
     """
     builder = _builder(name)
+    arguments = _builder_arguments(name, builder, options)  # before any download: a typo fails at once
     state, classes, source = _starting_weights(name, weights) if weights is not None else (None, None, None)
+    fine_tune = num_classes is not None
     if num_classes is None:
         num_classes = len(classes) + 1 if classes else 91
-    model = builder(num_classes, **_builder_arguments(name, builder, options))
-    if state is not None:
+    model = builder(num_classes, **arguments)
+    if state is None:
+        return model
+    if fine_tune:
         reinitialised = load_finetune(model, state, source, _class_layers(model))
-        if classes and not reinitialised:
-            model.classes = list(classes)
+    else:  # no class count asked for: the file's must be the model's
+        load_state_strict(model, upgrade_legacy_keys(state, model), source)
+        reinitialised = []
+    if classes and not reinitialised:
+        model.classes = list(classes)
     return model
 
 
@@ -180,7 +187,8 @@ def _builder_arguments(name: str, builder: Callable[..., nn.Module], options: di
     params = inspect.signature(builder).parameters
     detector = params["detector"].default
     fields = {f.name for f in dataclasses.fields(detector)}
-    unknown = [key for key in options if key not in fields and (key not in params or key == "detector")]
+    reserved = {"detector", "num_classes", "weights"}  # build's own arguments, or not options at all
+    unknown = [key for key in options if key not in fields and (key not in params or key in reserved)]
     if unknown:
         raise ModelOptionError(f"model {name!r} takes no option {', '.join(map(repr, unknown))}; its options: "
                                f"{', '.join(model_options(name))}")
@@ -217,7 +225,7 @@ def _backbone_weights(backbone: nn.Module, spec: Optional[PathLike]) -> None:
     if spec is None:
         return
     if is_weights_name(spec):
-        member = resolve_weights(spec, backbone.torchvision_name, type(backbone).__name__)
+        member = _backbone_member(backbone, spec)
         state, source = fetch_state_dict(member), f"{member}"
     else:
         (state, _), source = read_weights(spec, "backbone weights"), os.fspath(spec)
@@ -228,14 +236,28 @@ def _backbone_weights(backbone: nn.Module, spec: Optional[PathLike]) -> None:
                            f"{str(exc).splitlines()[0]}") from None
 
 
+def _backbone_member(backbone: nn.Module, spec: str):
+    """The torchvision weights `spec` names for `backbone`: "DEFAULT" is the
+    member that fits its input normalisation (VGG-16 for SSD: IMAGENET1K_FEATURES),
+    and a member trained on other inputs is refused."""
+    fitting = backbone.imagenet_weights
+    what = type(backbone).__name__
+    member = resolve_weights(fitting[0] if spec == "DEFAULT" and fitting else spec, backbone.torchvision_name, what)
+    if fitting and member.name not in fitting:
+        raise WeightsError(f"{member} expects other inputs than {what} is fed; it takes "
+                           f"{type(member).__name__}.{{{', '.join(fitting)}}}")
+    return member
+
+
 # --- SSD ------------------------------------------------------------------------------------------
 
 
-def _ssd(backbone: nn.Module, num_classes: int, size: int, detector: SSDOptions, steps: Optional[list[int]] = None,
-         ratios: Sequence = SSD300_RATIOS, scales: Sequence[float] = SSD300_SCALES, mean=IMAGENET_MEAN,
-         std=IMAGENET_STD) -> SSD:
+def _ssd(backbone: nn.Module, body: nn.Module, num_classes: int, size: int, detector: SSDOptions,
+         steps: Optional[list[int]] = None, ratios: Sequence = SSD300_RATIOS,
+         scales: Sequence[float] = SSD300_SCALES) -> SSD:
+    """An SSD whose inputs are normalised as the body's ImageNet weights expect."""
     anchors = ops.DefaultBoxGenerator(ratios, scales=scales, steps=steps)
-    return SSD(backbone, anchors, (size, size), num_classes, image_mean=mean, image_std=std,
+    return SSD(backbone, anchors, (size, size), num_classes, image_mean=body.image_mean, image_std=body.image_std,
                **dataclasses.asdict(detector))
 
 
@@ -243,7 +265,7 @@ def _ssd_on_neck(body: nn.Module, num_classes: int, size: int, scales: Sequence[
                  backbone_weights: Optional[PathLike], detector: SSDOptions) -> SSD:
     """SSD300's levels on a classification body's c3-c5 plus three extra maps."""
     _backbone_weights(body, backbone_weights)
-    return _ssd(SSDNeck(body), num_classes, size, detector, scales=scales)
+    return _ssd(SSDNeck(body), body, num_classes, size, detector, scales=scales)
 
 
 @register("ssd300_vgg16")
@@ -256,7 +278,7 @@ def ssd300_vgg16(num_classes: int = 91, *, width: float = 1.0, size: int = 300,
     backbone = SSDVGG16(highres=False, width=width, trainable_layers=trainable_backbone_layers)
     _backbone_weights(backbone, backbone_weights)
     steps = [8, 16, 32, 64, 100, 300] if size == 300 else None
-    return _ssd(backbone, num_classes, size, detector, steps=steps, scales=scales, mean=VGG_MEAN, std=VGG_STD)
+    return _ssd(backbone, backbone, num_classes, size, detector, steps=steps, scales=scales)
 
 
 @register("ssd300_vgg16_small")
@@ -276,7 +298,7 @@ def ssd512_vgg16(num_classes: int = 91, *, width: float = 1.0, size: int = 512,
     backbone = SSDVGG16(highres=True, width=width, trainable_layers=trainable_backbone_layers)
     _backbone_weights(backbone, backbone_weights)
     ratios = [[2], [2, 3], [2, 3], [2, 3], [2, 3], [2], [2]]
-    return _ssd(backbone, num_classes, size, detector, ratios=ratios, scales=scales, mean=VGG_MEAN, std=VGG_STD)
+    return _ssd(backbone, backbone, num_classes, size, detector, ratios=ratios, scales=scales)
 
 
 def _ssd_resnet(depth: int, num_classes: int, width: float, size: int, scales: Sequence[float],
@@ -385,7 +407,8 @@ def _rcnn_fpn(body: nn.Module, in_features: Sequence[str], num_classes: int, bac
     pool = MultiScaleRoIAlign(levels, output_size=7, sampling_ratio=2)
     roi_heads = _roi_heads(pool, channels, hidden, num_classes, o, **mask_parts)
     return FasterRCNN(backbone, _rpn(anchors, channels, o), roi_heads, num_classes, min_size=o.min_size,
-                      max_size=o.max_size, channels_last=o.channels_last)
+                      max_size=o.max_size, image_mean=body.image_mean, image_std=body.image_std,
+                      channels_last=o.channels_last)
 
 
 def _resnet_fpn(depth: int, masks: bool, num_classes: int, width: float, backbone_weights: Optional[PathLike],
@@ -469,4 +492,5 @@ def fasterrcnn_vgg16(num_classes: int = 91, *, width: float = 1.0, backbone_weig
     pool = SingleScaleRoIPool("c5", 7, 1 / 16, align=roi_pool == "align")
     roi_heads = _roi_heads(pool, channels, hidden, num_classes, detector)
     return FasterRCNN(body, _rpn(anchors, channels, detector), roi_heads, num_classes, min_size=detector.min_size,
-                      max_size=detector.max_size, channels_last=detector.channels_last)
+                      max_size=detector.max_size, image_mean=body.image_mean, image_std=body.image_std,
+                      channels_last=detector.channels_last)

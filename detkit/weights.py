@@ -29,8 +29,8 @@ CHECKPOINT_FORMAT = "detkit"
 # Zoo names whose whole model has a torchvision twin with published weights (the same tensor names).
 MODEL_TWINS = {"ssd300_vgg16": "ssd300_vgg16", "fasterrcnn_resnet50_fpn": "fasterrcnn_resnet50_fpn",
                "maskrcnn_resnet50_fpn": "maskrcnn_resnet50_fpn"}
-# A torchvision weights name: an enum member ("COCO_V1") or "EnumClass.MEMBER"; never a file name.
-_WEIGHTS_NAME = re.compile(r"(?:[A-Za-z][A-Za-z0-9_]*\.)?[A-Z][A-Z0-9_]*")
+# A torchvision weights name: an enum member ("COCO_V1") or "Enum_Weights.MEMBER"; never a file name.
+_WEIGHTS_NAME = re.compile(r"(?:[A-Za-z][A-Za-z0-9_]*_Weights\.)?[A-Z][A-Z0-9_]*")
 
 PathLike = Union[str, os.PathLike]
 
@@ -58,6 +58,30 @@ def read_weights(path: PathLike, what: str = "weights file") -> tuple[dict[str, 
         raise WeightsError(f"{path}: expected a state_dict (names -> tensors) or a detkit checkpoint, "
                            f"got {type(content).__name__}")
     return content, classes
+
+
+# torchvision's published R-CNN files (2019) predate its current module names; torchvision
+# renames them on load (RPNHead and MaskRCNNHeads._load_from_state_dict), and so does detkit:
+# rpn.head.conv.weight -> rpn.head.conv.0.0.weight, roi_heads.mask_head.mask_fcn1.weight -> ...0.0.weight.
+_LEGACY_RPN = re.compile(r"^(.*rpn\.head\.conv)\.(weight|bias)$")
+_LEGACY_MASK = re.compile(r"^(.*roi_heads\.mask_head)\.mask_fcn(\d+)\.(weight|bias)$")
+
+
+def upgrade_legacy_keys(state: dict[str, Tensor], model: nn.Module) -> dict[str, Tensor]:
+    """`state` with torchvision's pre-2020 R-CNN names mapped to today's, and
+    the BatchNorm counters that the model's FrozenBatchNorm layers lack dropped."""
+    own = model.state_dict()
+    upgraded = {}
+    for key, value in state.items():
+        rpn, mask = _LEGACY_RPN.match(key), _LEGACY_MASK.match(key)
+        if rpn:
+            key = f"{rpn.group(1)}.0.0.{rpn.group(2)}"
+        elif mask:
+            key = f"{mask.group(1)}.{int(mask.group(2)) - 1}.0.{mask.group(3)}"
+        elif key.endswith("num_batches_tracked") and key not in own:
+            continue
+        upgraded[key] = value
+    return upgraded
 
 
 def mismatches(model: nn.Module, state: dict[str, Any]) -> tuple[list[str], list[str], list[str]]:
@@ -90,15 +114,15 @@ def load_state_strict(model: nn.Module, state: dict[str, Any], source: str) -> n
 
 def load_weights(model: nn.Module, path: PathLike) -> nn.Module:
     """Loads a detkit checkpoint's model or a plain state_dict (torchvision's
-    files) into `model`, strictly, and returns `model`."""
+    files, old R-CNN names included) into `model`, strictly, and returns `model`."""
     state, _ = read_weights(path)
-    return load_state_strict(model, state, os.fspath(path))
+    return load_state_strict(model, upgrade_legacy_keys(state, model), os.fspath(path))
 
 
 def is_weights_name(spec: Any) -> bool:
     """True for "DEFAULT", "COCO_V1", "VGG16_Weights.IMAGENET1K_FEATURES", ...;
     False for anything that exists as a file or looks like a path."""
-    return isinstance(spec, str) and bool(_WEIGHTS_NAME.fullmatch(spec)) and not os.path.exists(spec)
+    return isinstance(spec, str) and bool(_WEIGHTS_NAME.fullmatch(spec)) and not os.path.isfile(spec)
 
 
 def resolve_weights(spec: str, twin: Optional[str], what: str, pretrained: Optional[list[str]] = None):
@@ -154,6 +178,7 @@ def load_finetune(model: nn.Module, state: dict[str, Tensor], source: str,
     strictly, and each class layer whose shape differs is re-initialised as the
     model's constructor does. Returns the re-initialised tensor names (empty
     when the class counts agree); any other mismatch is a WeightsError."""
+    state = upgrade_legacy_keys(state, model)
     missing, unexpected, wrong = mismatches(model, state)
     wrong_keys = [entry.split(":", 1)[0] for entry in wrong]
     in_class_layer = lambda key: any(key.startswith(prefix + ".") for prefix in class_layers)  # noqa: E731

@@ -8,6 +8,7 @@ from detkit import models
 from detkit.config import EVAL_KEYS, Config, ConfigError, apply_overrides, load_config
 from detkit.engine.build import build_model
 from detkit.evaluation.coco import STAT_NAMES
+from detkit.evaluation.voc import STAT_NAMES as VOC_STAT_NAMES
 
 CONFIGS = sorted(glob.glob(os.path.join(os.path.dirname(__file__), "..", "configs", "*.py")))
 REQUIRED = {"ssd300_vgg16_voc", "ssd300_vgg16_coco", "ssd512_vgg16_voc", "fasterrcnn_resnet50_fpn_coco",
@@ -114,6 +115,7 @@ def test_from_dict_rejects_unknown_and_mistyped_keys():
     (["data.augment=rcnn", "data.min_size=[]"], r"data.min_size must list positive sizes"),
     (["schedule.milestones=[0, 3]"], r"schedule.milestones are epochs and must be positive"),
     (["eval.num_images=-1"], r"eval.num_images must be >= 0"),
+    (["model.name=maskrcnn_resnet18_fpn_small"], r"'maskrcnn_resnet18_fpn_small' learns masks: set data.masks=True"),
 ])
 def test_fields_that_cannot_work_together_are_named_at_load_time(items, message):
     with pytest.raises(ConfigError, match=message):
@@ -129,7 +131,14 @@ def test_pairs_that_fit_are_accepted():
 
 
 def test_eval_keys_are_the_evaluators_metric_names():
-    assert EVAL_KEYS["coco"] == STAT_NAMES
+    assert EVAL_KEYS["coco"] == STAT_NAMES and EVAL_KEYS["voc"] == VOC_STAT_NAMES
+
+
+def test_backbone_weights_given_twice_are_refused():
+    config = apply_overrides(Config(), ["model.backbone_weights=IMAGENET1K_V1",
+                                        "model.options.backbone_weights=IMAGENET1K_V1"])
+    with pytest.raises(ConfigError, match="model.backbone_weights and model.options.backbone_weights"):
+        build_model(config.model, num_classes=4)
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: os.path.basename(p))

@@ -17,7 +17,9 @@ from torchvision.models.detection import SSD300_VGG16_Weights
 import detkit
 from detkit import models
 from detkit.data import shapes
+from detkit.config import ConfigError, ModelConfig
 from detkit.engine import train
+from detkit.engine.build import build_model
 from detkit.engine.report import label_map, relabel
 from detkit.weights import WeightsError, hub_file
 from tests.helpers import tiny_ssd_config
@@ -142,6 +144,8 @@ def test_rcnn_fine_tuning_reinitialises_box_and_mask_class_layers(tmp_path, caps
             assert torch.equal(value, source[key]), key
     cls = model.roi_heads.box_predictor.cls_score
     assert cls.weight.abs().max() <= 1 / math.sqrt(cls.in_features)  # nn.Linear's own initialisation
+    logits = model.roi_heads.mask_predictor.mask_fcn_logits.weight  # Kaiming normal, fan_out = 3 classes x 1x1
+    assert 0.6 < logits.std().item() / math.sqrt(2 / 3) < 1.4
 
 
 def test_the_engine_fine_tunes_and_saves_the_new_class_names(tmp_path, shapes_root):
@@ -156,6 +160,9 @@ def test_the_engine_fine_tunes_and_saves_the_new_class_names(tmp_path, shapes_ro
     assert model.classes == names and model.num_classes == len(names) + 1 != 91
     backbone_key = "backbone.body.conv1.weight"
     assert model.state_dict()[backbone_key].shape == pretrained.state_dict()[backbone_key].shape
+    os.remove(weights)  # resuming needs only last.pth, not the starting weights
+    config.schedule.epochs = 2
+    assert train(config, str(tmp_path / "run"), resume=True, progress=False).epoch == 2
 
 
 def test_unknown_weight_names_are_refused_with_the_valid_ones(hub, offline):
@@ -243,3 +250,54 @@ def test_eval_and_infer_tools_take_a_zoo_name(hub, offline, tmp_path, capsys):
         detections = __import__("json").load(f)
     found = [d for image in detections for d in image["detections"]]
     assert found and all(d["class_name"] == COCO_NAMES[d["label"]] for d in found)
+
+
+def legacy_names(state):
+    """A state_dict under torchvision's pre-2020 R-CNN names, as its published COCO files hold them."""
+    renamed = {}
+    for key, value in state.items():
+        key = key.replace("rpn.head.conv.0.0.", "rpn.head.conv.")
+        for i in range(4):
+            key = key.replace(f"roi_heads.mask_head.{i}.0.", f"roi_heads.mask_head.mask_fcn{i + 1}.")
+        renamed[key] = value
+    return renamed
+
+
+def test_published_rcnn_files_with_the_old_names_load(tmp_path):
+    source = models.build("maskrcnn_resnet18_fpn_small", num_classes=4)
+    old = legacy_names(source.state_dict())
+    assert "rpn.head.conv.weight" in old and "roi_heads.mask_head.mask_fcn4.bias" in old
+    path = tmp_path / "legacy.pth"
+    torch.save(old, path)
+    for loaded in (models.build("maskrcnn_resnet18_fpn_small", num_classes=4, weights=str(path)),
+                   models.load_weights(models.build("maskrcnn_resnet18_fpn_small", num_classes=4), path)):
+        assert all(torch.equal(v, source.state_dict()[k]) for k, v in loaded.state_dict().items())
+
+
+def test_without_num_classes_a_plain_file_must_fit(tmp_path):
+    path = tmp_path / "ssd21.pth"
+    torch.save(models.build("ssd300_vgg16_small", num_classes=21, size=96).state_dict(), path)
+    with pytest.raises(WeightsError, match=r"ssd21\.pth does not fit SSD .*other shapes"):
+        models.build("ssd300_vgg16_small", size=96, weights=str(path))  # 91 by default: no silent fine-tune
+    assert models.build("ssd300_vgg16_small", num_classes=21, size=96, weights=str(path)).num_classes == 21
+
+
+def test_options_that_are_builds_own_arguments_are_refused():
+    with pytest.raises(models.ModelOptionError, match=r"takes no option 'detector'"):
+        models.build("ssd300_vgg16_small", 3, detector=models.SSDOptions())
+    for key in ("num_classes", "weights"):
+        with pytest.raises(ConfigError, match=rf"model.options.{key} is not a model option"):
+            build_model(ModelConfig(name="ssd300_vgg16_small", options={key: 3}), 4)
+
+
+def test_default_backbone_weights_fit_the_backbones_inputs():
+    from detkit.models import _backbone_member
+    ssd = models.build("ssd300_vgg16_small", num_classes=3)
+    assert _backbone_member(ssd.backbone, "DEFAULT").name == "IMAGENET1K_FEATURES"  # what SSD was trained from
+    with pytest.raises(WeightsError, match=r"VGG16_Weights.IMAGENET1K_V1 expects other inputs than SSDVGG16"):
+        _backbone_member(ssd.backbone, "IMAGENET1K_V1")
+    frcnn = models.build("fasterrcnn_vgg16", num_classes=3, width=0.125)
+    assert _backbone_member(frcnn.backbone, "DEFAULT").name == "IMAGENET1K_V1"
+    googlenet = models.build("ssd300_googlenet", num_classes=3, width=0.25)
+    assert googlenet.transform.image_mean == [0.5, 0.5, 0.5]  # torchvision's weights take pixels in [-1, 1]
+    assert list(ssd.transform.image_std) == pytest.approx([1 / 255] * 3)  # Caffe's 0-255 inputs

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from .. import models
-from ..config import Config, DataConfig, ModelConfig, ScheduleConfig, SolverConfig
+from ..config import Config, ConfigError, DataConfig, ModelConfig, ScheduleConfig, SolverConfig
 from ..data import CocoDetection, VOCDetection, shapes
 from ..data import transforms as T
 
@@ -100,12 +100,16 @@ def _voc_splits(root, year, train_split, val_split, classes, data: DataConfig) -
 
 def build_model(model: ModelConfig, num_classes: Optional[int]) -> nn.Module:
     """The named model for `num_classes` (background included; None: the
-    starting weights' count), with its
-    starting weights loaded (a file or a torchvision weights name; weights of
-    another class count fine-tune, see models.build). An option the model does
-    not take is a models.ModelOptionError."""
+    starting weights' count), with its starting weights loaded: a file or a
+    torchvision weights name; weights of another class count fine-tune (see
+    models.build). An option the model does not take is a ModelOptionError."""
     options = dict(model.options)
+    for key, instead in (("num_classes", "it comes from the data"), ("weights", "set model.weights")):
+        if key in options:
+            raise ConfigError(f"model.options.{key} is not a model option: {instead}")
     if model.backbone_weights is not None:
+        if "backbone_weights" in options:
+            raise ConfigError("model.backbone_weights and model.options.backbone_weights are both set; keep one")
         options["backbone_weights"] = model.backbone_weights
     return models.build(model.name, num_classes=num_classes, weights=model.weights or None, **options)
 

@@ -29,7 +29,7 @@ import contextlib
 import os
 import random
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Iterator, Optional
 
 import numpy as np
@@ -75,8 +75,10 @@ def train(config: Config, work_dir: str, resume: bool = False, device: Optional[
         check_writable_folder(work_dir, "work dir")
         remove_temp_files(work_dir)  # what a killed checkpoint write left; never a finished file
     torch.manual_seed(config.seed)  # the same initial weights on every rank
-    splits = _datasets_rank0_first(config)
-    model = build_model(config.model, len(splits.classes) + 1).to(device_)
+    splits = _rank0_first(build_datasets, config)
+    # Resuming, last.pth holds every weight: the starting weights are neither read nor fetched again.
+    model_config = replace(config.model, weights=None, backbone_weights=None) if resume else config.model
+    model = _rank0_first(build_model, model_config, len(splits.classes) + 1).to(device_)
     optimizer = build_optimizer(config.solver, model)
     if dist.is_main_process():
         check_checkpoint_space(work_dir, _checkpoint_bytes(model, optimizer), config.keep_checkpoints + 3)
@@ -113,14 +115,15 @@ def train(config: Config, work_dir: str, resume: bool = False, device: Optional[
     return state
 
 
-def _datasets_rank0_first(config: Config):
-    """Rank 0 builds first, so the Shapes set is generated once, not raced."""
+def _rank0_first(build: Callable, *args: Any):
+    """build(*args) on rank 0 first, then on the others: the Shapes set is
+    generated and pretrained weights are downloaded once, not raced."""
     if not dist.is_main_process():
         dist.barrier()
-    splits = build_datasets(config)
+    built = build(*args)
     if dist.is_main_process():
         dist.barrier()
-    return splits
+    return built
 
 
 def _seed_main_process(seed: int) -> None:

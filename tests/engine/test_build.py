@@ -96,8 +96,11 @@ def test_build_model_loads_a_detkit_checkpoint_or_a_state_dict(tmp_path):
         torch.manual_seed(123)  # other initial weights
         loaded = build_model(ModelConfig(name=config.name, options=config.options, weights=str(path)), 4)
         assert all(torch.equal(a, b) for a, b in zip(loaded.state_dict().values(), source.state_dict().values()))
+    tuned = build_model(ModelConfig(name=config.name, options=config.options, weights=str(plain)), 6)
+    assert tuned.num_classes == 6  # another class count fine-tunes (tests/test_pretrained.py)
+    wider = ModelConfig(name=config.name, options={**config.options, "width": 0.5}, weights=str(plain))
     with pytest.raises(WeightsError, match=r"plain\.pth does not fit SSD .*other shapes"):
-        build_model(ModelConfig(name=config.name, options=config.options, weights=str(plain)), 6)
+        build_model(wider, 4)
     (tmp_path / "junk.pth").write_bytes(b"not a torch file")
     with pytest.raises(WeightsError, match=r"junk\.pth: not a readable weights file"):
         build_model(ModelConfig(name=config.name, options=config.options, weights=str(tmp_path / "junk.pth")), 4)

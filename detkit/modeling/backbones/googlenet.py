@@ -54,9 +54,13 @@ class GoogLeNet(nn.Module):
     inception4, inception3, then the stem convs); 4 trains everything.
     """
 
+    # torchvision's googlenet weights expect pixels in [-1, 1] (its transform_input=True re-maps
+    # ImageNet-normalised inputs to that), so detectors on this body normalise so.
+    torchvision_name, imagenet_weights = "googlenet", None
+    image_mean, image_std = (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)
+
     def __init__(self, width: float = 1.0, trainable_layers: int = 4):
         super().__init__()
-        self.torchvision_name = "googlenet"  # its ImageNet twin in torchvision.models
         c = lambda v: scaled_channels(v, width)  # noqa: E731
         self.conv1 = BasicConv2d(3, c(64), kernel_size=7, stride=2, padding=3)
         self.maxpool1 = nn.MaxPool2d(3, stride=2, ceil_mode=True)

@@ -65,6 +65,10 @@ class ResNet(nn.Module):
         width: channel multiplier.
     """
 
+    # Every torchvision ResNet weights member (IMAGENET1K_V1, _V2) expects ImageNet-normalised inputs.
+    imagenet_weights = None
+    image_mean, image_std = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+
     def __init__(self, depth: int = 50, frozen_bn: bool = False, trainable_layers: int = 5, width: float = 1.0):
         super().__init__()
         self.torchvision_name = f"resnet{depth}"  # its ImageNet twin in torchvision.models

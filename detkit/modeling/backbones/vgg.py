@@ -46,9 +46,13 @@ class SSDVGG16(nn.Module):
         trainable_layers: VGG stages (0-5) left trainable, from the last.
     """
 
+    # The torchvision weights that fit and the input they expect: the Caffe VGG-16 features SSD
+    # was trained from, on 0-255 pixels less the mean (IMAGENET1K_V1 expects other inputs).
+    torchvision_name, imagenet_weights = "vgg16", ("IMAGENET1K_FEATURES",)
+    image_mean, image_std = (0.48235, 0.45882, 0.40784), (1.0 / 255.0, 1.0 / 255.0, 1.0 / 255.0)
+
     def __init__(self, highres: bool = False, width: float = 1.0, trainable_layers: int = 5):
         super().__init__()
-        self.torchvision_name = "vgg16"  # its ImageNet twin in torchvision.models
         backbone = vgg16_features(width)
         pools = [i for i, layer in enumerate(backbone) if isinstance(layer, nn.MaxPool2d)]
         backbone[pools[2]].ceil_mode = True  # 75 -> 38 at 300x300
@@ -112,9 +116,12 @@ class VGG16C5(nn.Module):
     """VGG-16 up to conv5_3 (stride 16): the single feature map of the
     original Faster R-CNN. Returns {"c5": ...}; loads vgg16 ImageNet weights."""
 
+    # The torchvision weights that fit and the input normalisation they expect.
+    torchvision_name, imagenet_weights = "vgg16", ("IMAGENET1K_V1",)
+    image_mean, image_std = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+
     def __init__(self, width: float = 1.0, trainable_layers: int = 5):
         super().__init__()
-        self.torchvision_name = "vgg16"  # its ImageNet twin in torchvision.models
         self.features = vgg16_features(width)[:-1]  # drop pool5
         self.out_channels = {"c5": scaled_channels(512, width)}
         if not 0 <= trainable_layers <= 5:

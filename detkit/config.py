@@ -68,7 +68,9 @@ class DataConfig:
     train_split: str = "trainval"  # voc image sets
     val_split: str = "test"
     # Training augmentation: "ssd" (the paper's), "light" (colour, horizontal flip), "flips" (colour,
-    # horizontal and vertical flips: top-down or synthetic scenes) or "rcnn" (resize, flip).
+    # horizontal and vertical flips: top-down or synthetic scenes), all at the square data.size; or, for
+    # R-CNNs at a shortest edge drawn from data.min_size: "rcnn" (horizontal flip), "rcnn_light" (colour,
+    # horizontal flip) or "rcnn_flips" (colour, horizontal and vertical flips).
     augment: str = "ssd"
     size: int = 300  # ssd, light and flips: the square training size
     min_size: list = field(default_factory=lambda: [800])  # rcnn: shortest-edge choices
@@ -145,7 +147,7 @@ class Config:
         """Checks choices and ranges; errors start with `source` (default: the name)."""
         where = source or self.name
         choices = [("data.format", self.data.format, ("coco", "voc", "shapes")),
-                   ("data.augment", self.data.augment, ("ssd", "light", "flips", "rcnn")),
+                   ("data.augment", self.data.augment, ("ssd", "light", "flips", "rcnn", "rcnn_light", "rcnn_flips")),
                    ("solver.optimizer", self.solver.optimizer, ("sgd", "adamw")),
                    ("schedule.decay", self.schedule.decay, ("multistep", "cosine")),
                    ("eval.metric", self.eval.metric, ("coco", "voc")),
@@ -185,8 +187,9 @@ class Config:
                     "to score them)")
         if data.masks and not masks_model:
             return f"data.masks=True loads masks for a mask model, but model.name {self.model.name!r} predicts none"
-        if data.augment == "rcnn" and not (data.min_size and all(isinstance(s, int) and s > 0 for s in data.min_size)):
-            return f"data.min_size must list positive sizes for data.augment='rcnn', got {data.min_size!r}"
+        if data.augment.startswith("rcnn") and not (data.min_size and all(isinstance(s, int) and s > 0
+                                                                          for s in data.min_size)):
+            return f"data.min_size must list positive sizes for data.augment={data.augment!r}, got {data.min_size!r}"
         if schedule.decay == "multistep" and any(m <= 0 for m in schedule.milestones):
             return f"schedule.milestones are epochs and must be positive, got {schedule.milestones!r}"
         negative = [(k, v) for k, v in (("schedule.warmup_iters", schedule.warmup_iters),

@@ -30,10 +30,15 @@ class DataSplits:
 def train_transforms(data: DataConfig) -> Callable:
     if data.augment == "ssd":
         return T.ssd_train(data.size)
-    if data.augment in ("light", "flips"):  # colour and flips only, for sets framed like their validation split
-        flips = [T.RandomHorizontalFlip()] + ([T.RandomVerticalFlip()] if data.augment == "flips" else [])
-        return T.Compose([T.PhotometricDistort(), *flips, T.Resize(data.size), T.ToTensor()])
-    return T.rcnn_train(tuple(data.min_size), data.max_size)
+    if data.augment == "rcnn":
+        return T.rcnn_train(tuple(data.min_size), data.max_size)
+    # Colour and flips only, for sets framed like their validation split: at the square size
+    # (SSD) or at a shortest edge drawn from min_size (R-CNN, multi-scale training).
+    vertical = data.augment in ("flips", "rcnn_flips")
+    flips = [T.RandomHorizontalFlip()] + ([T.RandomVerticalFlip()] if vertical else [])
+    resize = (T.ResizeShortestEdge(tuple(data.min_size), data.max_size) if data.augment.startswith("rcnn")
+              else T.Resize(data.size))
+    return T.Compose([T.PhotometricDistort(), *flips, resize, T.ToTensor()])
 
 
 def eval_transforms() -> Callable:

@@ -2,12 +2,13 @@
 builder, on hand-made inputs."""
 import math
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
 
-from detkit.config import ModelConfig, ScheduleConfig, SolverConfig
-from detkit.engine.build import LRSchedule, build_model, build_optimizer
+from detkit.config import DataConfig, ModelConfig, ScheduleConfig, SolverConfig
+from detkit.engine.build import LRSchedule, build_model, build_optimizer, train_transforms
 from detkit.models import ModelOptionError
 from detkit.weights import WeightsError
 
@@ -104,3 +105,28 @@ def test_build_model_loads_a_detkit_checkpoint_or_a_state_dict(tmp_path):
     (tmp_path / "junk.pth").write_bytes(b"not a torch file")
     with pytest.raises(WeightsError, match=r"junk\.pth: not a readable weights file"):
         build_model(ModelConfig(name=config.name, options=config.options, weights=str(tmp_path / "junk.pth")), 4)
+
+
+@pytest.mark.parametrize("augment, expected", [
+    ("rcnn", ["ResizeShortestEdge", "RandomHorizontalFlip", "ToTensor"]),
+    ("rcnn_light", ["PhotometricDistort", "RandomHorizontalFlip", "ResizeShortestEdge", "ToTensor"]),
+    ("rcnn_flips", ["PhotometricDistort", "RandomHorizontalFlip", "RandomVerticalFlip", "ResizeShortestEdge",
+                    "ToTensor"]),
+    ("flips", ["PhotometricDistort", "RandomHorizontalFlip", "RandomVerticalFlip", "Resize", "ToTensor"]),
+])
+def test_training_augmentation_presets(augment, expected):
+    data = DataConfig(augment=augment, size=64, min_size=[48, 64], max_size=100)
+    transforms = train_transforms(data)
+    assert [type(t).__name__ for t in transforms.transforms] == expected
+    image = np.zeros((40, 80, 3), np.uint8)
+    target = {"boxes": np.array([[10.0, 5, 30, 25]], np.float32), "labels": np.array([1])}
+    sizes = set()
+    for seed in range(12):
+        torch.manual_seed(seed)
+        tensor, out = transforms(image.copy(), {k: v.copy() for k, v in target.items()})
+        sizes.add(tuple(tensor.shape[1:]))
+        assert out["boxes"].shape == (1, 4) and 0 <= out["boxes"].min() and out["boxes"][0, 2] <= tensor.shape[2]
+    if augment.startswith("rcnn"):  # multi-scale: a shortest edge drawn from min_size, the longer side capped
+        assert sizes == {(48, 96), (50, 100)}
+    else:
+        assert sizes == {(64, 64)}

@@ -106,7 +106,26 @@ def cases() -> list[Case]:
                     lambda: tv_fpn(fpn_images, fpn_feats)[0]))
     out.append(pair("AnchorGenerator FPN 800x1216, cached", lambda: ours_fpn(fpn_images, fpn_feats)[0],
                     lambda: tv_fpn(fpn_images, fpn_feats)[0]))
+    out.append(roi_align_backward_case())
     return out
+
+
+def roi_align_backward_case() -> Case:
+    """A small R-CNN box head's RoIAlign in training: 8 images, 64 channels on a
+    64x64 map, 1,024 RoIs to 7x7 (sampling ratio 2); forward and backward."""
+    g = torch.Generator().manual_seed(4)
+    features = torch.randn(8, 64, 64, 64, generator=g)
+    corners = torch.rand(1024, 2, generator=g) * 200
+    rois = torch.cat([torch.randint(0, 8, (1024, 1), generator=g).float(), corners,
+                      corners + 8 + torch.rand(1024, 2, generator=g) * 60], dim=1)
+    grad = torch.randn(1024, 64, 7, 7, generator=g)
+
+    def gradient(roi_align):
+        leaf = features.clone().requires_grad_(True)
+        return torch.autograd.grad(roi_align(leaf, rois, 7, 0.25, 2), leaf, grad)[0]
+
+    return pair("roi_align forward + backward, 1,024 RoIs 7x7, 8 x 64 x 64 x 64", lambda: gradient(ops.roi_align),
+                lambda: gradient(torchvision.ops.roi_align))
 
 
 CASES = cases()  # milliseconds to build; collection needs the names

@@ -33,6 +33,7 @@ from torch import nn
 from . import ops
 from .modeling.backbones import VGG16C5, GoogLeNet, ResNet, SSDVGG16
 from .modeling.fpn import BackboneWithFPN
+from .modeling.poolers import MultiScaleRoIAlign
 from .modeling.rcnn import FasterRCNN
 from .modeling.roi_heads import (FastRCNNPredictor, MaskRCNNHeads, MaskRCNNPredictor, RoIHeads,
                                  SingleScaleRoIPool, TwoMLPHead)
@@ -391,8 +392,6 @@ def _rcnn_fpn(body: nn.Module, in_features: Sequence[str], num_classes: int, bac
               width: float, masks: bool, o: RCNNOptions) -> FasterRCNN:
     """Backbone + FPN + RPN + RoI heads (+ mask head); `width` scales the FPN
     and head channels too (1.0: torchvision's 256 / 1024 / 256)."""
-    from torchvision.ops import MultiScaleRoIAlign
-
     _backbone_weights(body, backbone_weights)
     channels, hidden = max(16, int(256 * width)), max(64, int(1024 * width))
     backbone = BackboneWithFPN(body, list(in_features), channels)

@@ -6,9 +6,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torchvision.models.detection.roi_heads import paste_masks_in_image
-from torchvision.ops import MultiScaleRoIAlign, roi_align, roi_pool
+from torchvision.ops import MultiScaleRoIAlign, roi_pool
 
 from .. import ops
+from ..ops.roi_align import roi_align
 from .rpn import encode_matched
 
 from ..targets import TensorTarget

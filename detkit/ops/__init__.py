@@ -10,6 +10,7 @@ from .boxes import box_area, box_convert, box_iou, clip_boxes_to_image, generali
 from .coder import BoxCoder
 from .matcher import Matcher, SSDMatcher, ssd_assign
 from .nms import batched_nms, nms, soft_nms
+from .roi_align import roi_align
 from .sampler import BalancedPositiveNegativeSampler
 
 __all__ = [
@@ -28,6 +29,7 @@ __all__ = [
     "generalized_box_iou",
     "nms",
     "remove_small_boxes",
+    "roi_align",
     "soft_nms",
     "ssd_assign",
 ]

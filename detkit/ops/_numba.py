@@ -10,7 +10,7 @@ division with a ZeroDivisionError branch, which stops LLVM vectorising the
 loops; inputs are validated before they get here.
 """
 import numpy as np
-from numba import njit
+from numba import njit, prange
 
 kernel = njit(cache=True, nogil=True, error_model="numpy")
 
@@ -277,3 +277,76 @@ def index_masks(n, pos, neg):
     for i in neg:
         neg_mask[i] = 1
     return pos_mask, neg_mask
+
+
+# --- RoIAlign backward ---------------------------------------------------------------------------
+
+
+@kernel
+def roi_align_samples(rois, height, width, spatial_scale, pooled_h, pooled_w, grid, aligned, values):
+    """Every bilinear sample of torchvision's CPU RoIAlign (fixed sampling
+    ratio `grid`), computed once, operation for operation as its
+    bilinear_interpolate_gradient: the output bin k*PH*PW + ph*PW + pw (-1 for
+    a sample off the map, which torchvision skips), the four flat corner
+    indices y*W + x and their bilinear weights. `values` holds 0, 1, ...,
+    max(H, W, PH, PW, grid) typed as the rois, so the arithmetic rounds as torchvision's does."""
+    zero, one, half = values[0], values[1], values[1] / (values[1] + values[1])
+    offset = half if aligned else zero
+    f_height, f_width = values[height], values[width]
+    total = rois.shape[0] * pooled_h * pooled_w * grid * grid
+    image = np.empty(total, np.int64)
+    out_bin = np.full(total, -1, np.int64)
+    corners = np.zeros((total, 4), np.int64)
+    weights = np.zeros((total, 4), rois.dtype)
+    s = 0
+    for k in range(rois.shape[0]):
+        start_w, start_h = rois[k, 1] * spatial_scale - offset, rois[k, 2] * spatial_scale - offset
+        roi_w = rois[k, 3] * spatial_scale - offset - start_w
+        roi_h = rois[k, 4] * spatial_scale - offset - start_h
+        if not aligned:
+            roi_h, roi_w = max(roi_h, one), max(roi_w, one)
+        bin_h, bin_w = roi_h / values[pooled_h], roi_w / values[pooled_w]
+        for ph in range(pooled_h):
+            for pw in range(pooled_w):
+                for iy in range(grid):
+                    y = start_h + values[ph] * bin_h + (values[iy] + half) * bin_h / values[grid]
+                    for ix in range(grid):
+                        x = start_w + values[pw] * bin_w + (values[ix] + half) * bin_w / values[grid]
+                        image[s] = int(rois[k, 0])
+                        if not (y < -one or y > f_height or x < -one or x > f_width):
+                            out_bin[s] = (k * pooled_h + ph) * pooled_w + pw
+                            yy, xx = max(y, zero), max(x, zero)
+                            y_low, x_low = int(yy), int(xx)
+                            if y_low >= height - 1:
+                                y_low = y_high = height - 1
+                                yy = values[y_low]
+                            else:
+                                y_high = y_low + 1
+                            if x_low >= width - 1:
+                                x_low = x_high = width - 1
+                                xx = values[x_low]
+                            else:
+                                x_high = x_low + 1
+                            ly, lx = yy - values[y_low], xx - values[x_low]
+                            hy, hx = one - ly, one - lx
+                            corners[s, 0], corners[s, 1] = y_low * width + x_low, y_low * width + x_high
+                            corners[s, 2], corners[s, 3] = y_high * width + x_low, y_high * width + x_high
+                            weights[s, 0], weights[s, 1] = hy * hx, hy * lx
+                            weights[s, 2], weights[s, 3] = ly * hx, ly * lx
+                        s += 1
+    return image, out_bin, corners, weights
+
+
+@njit(cache=True, nogil=True, error_model="numpy", parallel=True)
+def roi_align_scatter(grad_out, image, out_bin, corners, weights, count, grad_in):
+    """grad_in[n, c, corner] += grad_out[bin, c] * weight / count for every
+    sample, in torchvision's order; each thread owns whole channels, so no two
+    threads write the same element."""
+    for c in prange(grad_in.shape[1]):
+        for s in range(image.shape[0]):
+            if out_bin[s] < 0:
+                continue
+            g = grad_out[out_bin[s], c]
+            plane = grad_in[image[s], c]
+            for j in range(4):
+                plane[corners[s, j]] += g * weights[s, j] / count

@@ -1,0 +1,79 @@
+"""detkit's roi_align (compiled CPU backward) and MultiScaleRoIAlign against
+torchvision's: identical outputs, gradients equal bit for bit."""
+import pytest
+import torch
+import torchvision
+from torchvision.ops import roi_align as torchvision_roi_align
+
+from detkit.modeling.poolers import MultiScaleRoIAlign
+from detkit.ops import backend
+from detkit.ops.roi_align import roi_align
+
+
+def random_rois(n_images, count, extent, generator, dtype=torch.float32):
+    corner = torch.rand(count, 2, generator=generator, dtype=dtype) * extent * 1.2 - 0.1 * extent
+    size = torch.rand(count, 2, generator=generator, dtype=dtype) * extent * 0.6
+    index = torch.randint(0, n_images, (count, 1), generator=generator).to(dtype)
+    return torch.cat([index, corner, corner + size], dim=1)
+
+
+def gradients(fn, x, rois, grad, *args):
+    x = x.detach().requires_grad_(True)
+    out = fn(x, rois, *args)
+    (gx,) = torch.autograd.grad(out, x, grad)
+    return out, gx
+
+
+@pytest.mark.parametrize("out, scale, ratio, aligned, dtype", [
+    (7, 0.25, 2, False, torch.float32),
+    (7, 0.25, 2, True, torch.float32),
+    (14, 0.5, 3, False, torch.float64),
+    ((3, 5), 1.0, 1, False, torch.float32),
+])
+def test_forward_and_gradient_equal_torchvision(out, scale, ratio, aligned, dtype):
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(3, 6, 21, 33, generator=g, dtype=dtype)
+    rois = random_rois(3, 60, 33 / scale, g, dtype)
+    rois = torch.cat([rois, torch.tensor([[0, 5, 5, 5, 5], [1, -50, -50, -20, -20], [2, 0, 0, 1e4, 1e4]],
+                                         dtype=dtype)])  # zero-size, off the map, larger than the map
+    size = (out, out) if isinstance(out, int) else out
+    grad = torch.randn(len(rois), 6, *size, generator=g, dtype=dtype)
+    theirs = gradients(torchvision_roi_align, x, rois, grad, out, scale, ratio, aligned)
+    ours = gradients(roi_align, x, rois, grad, out, scale, ratio, aligned)
+    assert torch.equal(ours[0], theirs[0]) and torch.equal(ours[1], theirs[1])
+
+
+def test_inputs_the_compiled_backward_does_not_serve_take_torchvisions():
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(1, 2, 8, 8, generator=g)
+    rois = random_rois(1, 5, 8, g)
+    grad = torch.randn(5, 2, 2, 2, generator=g)
+    for ratio in (-1, 0):  # adaptive sampling: torchvision's own path, same results
+        assert torch.equal(gradients(roi_align, x, rois, grad, 2, 1.0, ratio)[1],
+                           gradients(torchvision_roi_align, x, rois, grad, 2, 1.0, ratio)[1])
+    assert torch.equal(roi_align(x, [rois[:, 1:]], 2, 1.0, 2), torchvision_roi_align(x, [rois[:, 1:]], 2, 1.0, 2))
+    assert backend()["roi_align (backward)"] == "numba"
+
+
+def test_multiscale_pooler_equals_torchvisions_in_training_and_inference():
+    g = torch.Generator().manual_seed(2)
+    image_sizes = [(256, 320), (240, 300)]
+    names = ["0", "1", "2", "3"]
+    features = {n: torch.randn(2, 4, 64 // 2 ** i, 80 // 2 ** i, generator=g) for i, n in enumerate(names)}
+    boxes = []
+    for count in (40, 25):
+        xy = torch.rand(count, 2, generator=g) * 250
+        wh = torch.rand(count, 2, generator=g) ** 2 * 600 + 1  # from 1 px to past the image: every level is used
+        boxes.append(torch.cat([xy, xy + wh], dim=1))
+    ours, theirs = MultiScaleRoIAlign(names, 7, 2), torchvision.ops.MultiScaleRoIAlign(names, 7, 2)
+    leaves = {n: f.clone().requires_grad_(True) for n, f in features.items()}
+    twins = {n: f.clone().requires_grad_(True) for n, f in features.items()}
+    out, expected = ours(leaves, boxes, image_sizes), theirs(twins, boxes, image_sizes)
+    assert torch.equal(out, expected)
+    grad = torch.randn(out.shape, generator=g)
+    ours_grad = torch.autograd.grad(out, list(leaves.values()), grad)
+    theirs_grad = torch.autograd.grad(expected, list(twins.values()), grad)
+    assert all(torch.equal(a, b) for a, b in zip(ours_grad, theirs_grad))
+    assert all(b.abs().sum() > 0 for b in theirs_grad)  # every level received boxes
+    with torch.no_grad():
+        assert torch.equal(ours(features, boxes, image_sizes), theirs(features, boxes, image_sizes))

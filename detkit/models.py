@@ -40,8 +40,8 @@ from .modeling.roi_heads import (FastRCNNPredictor, MaskRCNNHeads, MaskRCNNPredi
 from .modeling.rpn import RegionProposalNetwork, RPNHead
 from .modeling.ssd import SSD
 from .modeling.ssd_neck import SSDNeck
-from .weights import (MODEL_TWINS, WeightsError, fetch_state_dict, is_weights_name, load_finetune,
-                      load_state_strict, load_weights, read_weights, resolve_weights, upgrade_legacy_keys)
+from .weights import (PRETRAINED_MODELS, WeightsError, fetch_state_dict, is_weights_name, load_state, load_weights,
+                      read_weights, resolve_weights)
 
 __all__ = ["build", "list_models", "model_options", "pretrained_models", "load_weights", "SSDOptions", "RCNNOptions",
            "ModelOptionError"]
@@ -143,7 +143,7 @@ def model_options(name: str) -> dict[str, object]:
 
 def pretrained_models() -> list[str]:
     """The zoo names that `build(name, weights=...)` can load torchvision weights for."""
-    return sorted(MODEL_TWINS)
+    return sorted(PRETRAINED_MODELS)
 
 
 def build(name: str, num_classes: Optional[int] = None, weights: Optional[PathLike] = None,
@@ -173,11 +173,8 @@ def build(name: str, num_classes: Optional[int] = None, weights: Optional[PathLi
     model = builder(num_classes, **arguments)
     if state is None:
         return model
-    if fine_tune:
-        reinitialised = load_finetune(model, state, source, _class_layers(model))
-    else:  # no class count asked for: the file's must be the model's
-        load_state_strict(model, upgrade_legacy_keys(state, model), source)
-        reinitialised = []
+    # No class count asked for: the file's must be the model's; asked for, it may differ (fine-tuning).
+    reinitialised = load_state(model, state, source, _class_layers(model) if fine_tune else None)
     if classes and not reinitialised:
         model.classes = list(classes)
     return model
@@ -202,7 +199,8 @@ def _builder_arguments(name: str, builder: Callable[..., nn.Module], options: di
 def _starting_weights(name: str, weights: PathLike):
     """(state_dict, class names or None, source text) of `weights` for zoo model `name`."""
     if is_weights_name(weights):
-        member = resolve_weights(weights, MODEL_TWINS.get(name), f"model {name!r}", pretrained_models())
+        twin = name if name in PRETRAINED_MODELS else None
+        member = resolve_weights(weights, twin, f"model {name!r}", pretrained_models())
         categories = member.meta.get("categories")
         return fetch_state_dict(member), (categories[1:] if categories else None), f"{member}"
     state, classes = read_weights(weights)
@@ -233,8 +231,7 @@ def _backbone_weights(backbone: nn.Module, spec: Optional[PathLike]) -> None:
     try:
         backbone.load_imagenet(state)
     except (RuntimeError, KeyError) as exc:
-        raise WeightsError(f"{source} does not fit {type(backbone).__name__}: "
-                           f"{str(exc).splitlines()[0]}") from None
+        raise WeightsError(f"{source} does not fit {type(backbone).__name__}: {str(exc).splitlines()[0]}") from None
 
 
 def _backbone_member(backbone: nn.Module, spec: str):

@@ -26,9 +26,9 @@ from torch import Tensor, nn
 # The tag every detkit checkpoint carries (detkit.engine.checkpoint writes it).
 CHECKPOINT_FORMAT = "detkit"
 
-# Zoo names whose whole model has a torchvision twin with published weights (the same tensor names).
-MODEL_TWINS = {"ssd300_vgg16": "ssd300_vgg16", "fasterrcnn_resnet50_fpn": "fasterrcnn_resnet50_fpn",
-               "maskrcnn_resnet50_fpn": "maskrcnn_resnet50_fpn"}
+# Zoo names whose whole model has a torchvision twin of the same name with published weights
+# (and the same tensor names).
+PRETRAINED_MODELS = frozenset({"ssd300_vgg16", "fasterrcnn_resnet50_fpn", "maskrcnn_resnet50_fpn"})
 # A torchvision weights name: an enum member ("COCO_V1") or "Enum_Weights.MEMBER"; never a file name.
 _WEIGHTS_NAME = re.compile(r"(?:[A-Za-z][A-Za-z0-9_]*_Weights\.)?[A-Z][A-Z0-9_]*")
 
@@ -37,6 +37,12 @@ PathLike = Union[str, os.PathLike]
 
 class WeightsError(ValueError):
     """A weights file is missing, unreadable or does not fit; the message names it."""
+
+
+def error_summary(exc: BaseException) -> str:
+    """'TypeName: first line of the message', for one-line errors that wrap another."""
+    text = str(exc)
+    return f"{type(exc).__name__}: {text.splitlines()[0] if text else ''}"
 
 
 def read_weights(path: PathLike, what: str = "weights file") -> tuple[dict[str, Tensor], Optional[list[str]]]:
@@ -48,8 +54,7 @@ def read_weights(path: PathLike, what: str = "weights file") -> tuple[dict[str, 
     try:
         content = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - truncated zip, pickled code, not a torch file, ...
-        reason = str(exc).splitlines()[0] if str(exc) else ""
-        raise WeightsError(f"{path}: not a readable weights file ({type(exc).__name__}: {reason})") from None
+        raise WeightsError(f"{path}: not a readable weights file ({error_summary(exc)})") from None
     classes = None
     if isinstance(content, dict) and content.get("format") == CHECKPOINT_FORMAT:
         classes = content.get("classes")
@@ -116,7 +121,8 @@ def load_weights(model: nn.Module, path: PathLike) -> nn.Module:
     """Loads a detkit checkpoint's model or a plain state_dict (torchvision's
     files, old R-CNN names included) into `model`, strictly, and returns `model`."""
     state, _ = read_weights(path)
-    return load_state_strict(model, upgrade_legacy_keys(state, model), os.fspath(path))
+    load_state(model, state, os.fspath(path))
+    return model
 
 
 def is_weights_name(spec: Any) -> bool:
@@ -162,23 +168,23 @@ def fetch_state_dict(weights) -> dict[str, Tensor]:
         return weights.get_state_dict(progress=False, weights_only=True, map_location="cpu")
     except Exception as exc:  # noqa: BLE001 - urllib, socket, HTTP and disk errors all mean: no file
         if cached:
-            raise WeightsError(f"{path}: the cached {weights} weights cannot be read ({type(exc).__name__}: "
-                               f"{str(exc).splitlines()[0] if str(exc) else ''}); delete the file to fetch it "
-                               "again") from None
+            raise WeightsError(f"{path}: the cached {weights} weights cannot be read ({error_summary(exc)}); "
+                               "delete the file to fetch it again") from None
         raise WeightsError(f"{weights}: {os.path.basename(path)} is not in the torch hub cache "
-                           f"({os.path.dirname(path)}) and downloading it failed ({type(exc).__name__}: "
-                           f"{str(exc).splitlines()[0] if str(exc) else ''}). Put the file from {weights.url} "
-                           "there, or connect to the internet once") from None
+                           f"({os.path.dirname(path)}) and downloading it failed ({error_summary(exc)}). "
+                           f"Put the file from {weights.url} there, or connect to the internet once") from None
 
 
-def load_finetune(model: nn.Module, state: dict[str, Tensor], source: str,
-                  class_layers: dict[str, Callable[[], None]]) -> list[str]:
-    """Loads `state` into `model` where the two differ only in the class count:
-    every tensor outside `class_layers` (prefix -> its re-initialiser) loads
+def load_state(model: nn.Module, state: dict[str, Tensor], source: str,
+               class_layers: Optional[dict[str, Callable[[], None]]] = None) -> list[str]:
+    """Loads `state` (torchvision's old R-CNN names included) into `model`,
+    strictly. With `class_layers` (prefix -> its re-initialiser), `state` may
+    also differ in the class count (fine-tuning): every other tensor loads
     strictly, and each class layer whose shape differs is re-initialised as the
     model's constructor does. Returns the re-initialised tensor names (empty
-    when the class counts agree); any other mismatch is a WeightsError."""
+    when nothing was); any other mismatch is a WeightsError naming `source`."""
     state = upgrade_legacy_keys(state, model)
+    class_layers = class_layers or {}
     missing, unexpected, wrong = mismatches(model, state)
     wrong_keys = [entry.split(":", 1)[0] for entry in wrong]
     in_class_layer = lambda key: any(key.startswith(prefix + ".") for prefix in class_layers)  # noqa: E731

@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from ..jsonio import atomic_write
-from ..weights import CHECKPOINT_FORMAT, WeightsError, load_state_strict
+from ..weights import CHECKPOINT_FORMAT, WeightsError, error_summary, load_state_strict
 
 FORMAT = CHECKPOINT_FORMAT
 VERSION = 1
@@ -50,7 +50,7 @@ def load_checkpoint(path: Union[str, os.PathLike], map_location: Any = "cpu") ->
         state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:
         raise CheckpointError(f"{path}: cannot be read as a checkpoint (truncated, corrupt or not a torch file; "
-                              f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})") from None
+                              f"{error_summary(exc)})") from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not a detkit checkpoint (no 'format': 'detkit' entry); "
                               f"for torchvision weights use model.weights or detkit.models.load_weights")

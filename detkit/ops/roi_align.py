@@ -55,8 +55,8 @@ class _RoIAlign(torch.autograd.Function):
     def backward(ctx, grad_output: Tensor):
         (rois,) = ctx.saved_tensors
         shape, size, spatial_scale, grid, aligned = ctx.setup
-        return roi_align_backward(grad_output, rois, shape, size, spatial_scale, grid, aligned), None, None, None, \
-            None, None
+        grad_input = roi_align_backward(grad_output, rois, shape, size, spatial_scale, grid, aligned)
+        return grad_input, None, None, None, None, None  # rois and the settings take no gradient
 
 
 def roi_align_backward(grad_output: Tensor, rois: Tensor, input_shape: tuple[int, int, int, int],

@@ -10,7 +10,7 @@ division with a ZeroDivisionError branch, which stops LLVM vectorising the
 loops; inputs are validated before they get here.
 """
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
 kernel = njit(cache=True, nogil=True, error_model="numpy")
 
@@ -337,12 +337,13 @@ def roi_align_samples(rois, height, width, spatial_scale, pooled_h, pooled_w, gr
     return image, out_bin, corners, weights
 
 
-@njit(cache=True, nogil=True, error_model="numpy", parallel=True)
-def roi_align_scatter(grad_out, image, out_bin, corners, weights, count, grad_in):
+@kernel
+def roi_align_scatter(grad_out, image, out_bin, corners, weights, count, grad_in, channel_start, channel_stop):
     """grad_in[n, c, corner] += grad_out[bin, c] * weight / count for every
-    sample, in torchvision's order; each thread owns whole channels, so no two
-    threads write the same element."""
-    for c in prange(grad_in.shape[1]):
+    sample and every channel c in [channel_start, channel_stop), in
+    torchvision's order. Callers run disjoint channel ranges on separate
+    threads (the GIL is released), so no two threads write the same element."""
+    for c in range(channel_start, channel_stop):
         for s in range(image.shape[0]):
             if out_bin[s] < 0:
                 continue

@@ -85,6 +85,9 @@ class RCNNOptions:
     min_size: Union[int, tuple[int, ...]] = 800  # a tuple: one drawn per training image
     max_size: int = 1333
     channels_last: bool = False
+    # Anchor sides in pixels: one per FPN map (finest first), or all of them on fasterrcnn_vgg16's one
+    # map; None keeps the model's own (FPN: 32-512, VGG-16: 128-512). Small images want small anchors.
+    anchor_sizes: Optional[tuple[int, ...]] = None
     rpn_pre_nms_top_n: tuple[int, int] = (2000, 1000)
     rpn_post_nms_top_n: tuple[int, int] = (2000, 1000)
     rpn_nms_thresh: float = 0.7
@@ -392,8 +395,11 @@ def _rcnn_fpn(body: nn.Module, in_features: Sequence[str], num_classes: int, bac
     _backbone_weights(body, backbone_weights)
     channels, hidden = max(16, int(256 * width)), max(64, int(1024 * width))
     backbone = BackboneWithFPN(body, list(in_features), channels)
-    sizes = ((32,), (64,), (128,), (256,), (512,))[-(len(in_features) + 1):]  # one per FPN map, "pool" included
-    anchors = ops.AnchorGenerator(sizes, ((0.5, 1.0, 2.0),) * len(sizes))
+    maps = len(in_features) + 1  # "pool" included
+    sizes = tuple(o.anchor_sizes) if o.anchor_sizes is not None else (32, 64, 128, 256, 512)[-maps:]
+    if len(sizes) != maps:
+        raise ValueError(f"anchor_sizes needs one size per FPN map ({maps}), got {list(sizes)}")
+    anchors = ops.AnchorGenerator(tuple((size,) for size in sizes), ((0.5, 1.0, 2.0),) * maps)
     levels = ["0", "1", "2", "3"][: len(in_features)]
     mask_parts = {}
     if masks:
@@ -484,7 +490,7 @@ def fasterrcnn_vgg16(num_classes: int = 91, *, width: float = 1.0, backbone_weig
     body = VGG16C5(width=width, trainable_layers=trainable_backbone_layers)
     _backbone_weights(body, backbone_weights)
     channels, hidden = body.out_channels["c5"], max(64, int(4096 * width))
-    anchors = ops.AnchorGenerator(((128, 256, 512),), ((0.5, 1.0, 2.0),))
+    anchors = ops.AnchorGenerator((tuple(detector.anchor_sizes or (128, 256, 512)),), ((0.5, 1.0, 2.0),))
     pool = SingleScaleRoIPool("c5", 7, 1 / 16, align=roi_pool == "align")
     roi_heads = _roi_heads(pool, channels, hidden, num_classes, detector)
     return FasterRCNN(body, _rpn(anchors, channels, detector), roi_heads, num_classes, min_size=detector.min_size,

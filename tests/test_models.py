@@ -19,7 +19,7 @@ OTHER_VALUE = {
     "rpn_pre_nms_top_n": (77, 66), "rpn_post_nms_top_n": (55, 44), "rpn_nms_thresh": 0.6,
     "rpn_fg_iou_thresh": 0.65, "rpn_bg_iou_thresh": 0.2, "rpn_batch_size_per_image": 99,
     "rpn_positive_fraction": 0.3, "rpn_score_thresh": 0.01, "fg_iou_thresh": 0.55, "bg_iou_thresh": 0.4,
-    "batch_size_per_image": 33, "bbox_reg_weights": (1.0, 2.0, 3.0, 4.0),
+    "batch_size_per_image": 33, "anchor_sizes": "halve", "bbox_reg_weights": (1.0, 2.0, 3.0, 4.0),
     "scales": lambda default: [s * 0.9 for s in default],
 }
 BASE = {"width": 0.25}  # every model is built this small, except when width itself is the option
@@ -48,10 +48,13 @@ def _settings(value, path, depth=0):
             yield from _settings(inner, f"{path}.{key}", depth + 1)
 
 
-def other_value(option, default):
+def other_value(option, default, name=None):
     value = OTHER_VALUE[option]
     if value == "flip":
         return not default
+    if value == "halve":  # anchor sizes: half the model's own, as many as it has maps
+        sizes = models.build(name, num_classes=3, **BASE).rpn.anchor_generator.sizes
+        return tuple(s // 2 for per_map in sizes for s in per_map)
     return value(default) if callable(value) else value
 
 
@@ -68,7 +71,7 @@ def test_every_option_has_another_value_to_try():
 def test_every_zoo_option_takes_effect(name, option):
     defaults = models.model_options(name)
     base = {k: v for k, v in BASE.items() if k in defaults}
-    value = other_value(option, defaults[option])
+    value = other_value(option, defaults[option], name)
     as_list = lambda v: list(v) if isinstance(v, (list, tuple)) else v  # noqa: E731
     assert as_list(value) != as_list(defaults[option])
     torch.manual_seed(0)

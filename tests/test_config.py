@@ -149,3 +149,21 @@ def test_every_config_builds_its_model(path):
     model_config = dataclasses.replace(config.model, weights=None, backbone_weights=None)
     model = build_model(model_config, num_classes=4)
     assert model.num_classes == 4
+
+
+SHAPES_RCNN_CONFIGS = ["fasterrcnn_shapes", "maskrcnn_shapes"]
+
+
+@pytest.mark.parametrize("name", SHAPES_RCNN_CONFIGS)
+def test_shapes_config_trains_two_iterations_as_written(name, tmp_path):
+    """The config as shipped (model, options, augmentation, solver, schedule),
+    shrunk only in data: 8 images, 2 steps of 4, one process, then evaluated."""
+    from detkit.engine import train
+
+    config = load_config(os.path.join(os.path.dirname(__file__), "..", "configs", f"{name}.py"), [
+        f"data.root={tmp_path / 'shapes'}", "data.shapes.num_train=8", "data.shapes.num_val=2",
+        "data.batch_size=4", "schedule.epochs=1", "schedule.warmup_iters=1", "eval.period=1", "processes=1"])
+    state = train(config, str(tmp_path / "run"), progress=False)
+    assert state.iteration == 2 and state.epoch == 1
+    assert config.eval.key in state.last_metrics
+    assert os.path.exists(tmp_path / "run" / "last.pth")

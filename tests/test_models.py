@@ -126,3 +126,12 @@ def test_option_defaults_are_torchvisions():
     for field in ("score_thresh", "nms_thresh", "detections_per_img", "topk_candidates"):
         assert getattr(SSDOptions(), field) == getattr(ssd, field), field
     assert RCNNOptions().bbox_reg_weights == theirs.roi_heads.box_coder.weights
+
+
+def test_anchor_sizes_place_one_size_per_fpn_map():
+    model = models.build("fasterrcnn_resnet18_fpn_small", num_classes=3, anchor_sizes=[16, 32, 64, 128, 256])
+    assert model.rpn.anchor_generator.sizes == ((16,), (32,), (64,), (128,), (256,))
+    vgg = models.build("fasterrcnn_vgg16", num_classes=3, width=0.125, anchor_sizes=[32, 64])
+    assert vgg.rpn.anchor_generator.sizes == ((32, 64),)
+    with pytest.raises(ValueError, match=r"anchor_sizes needs one size per FPN map \(4\), got \[16, 32\]"):
+        models.build("fasterrcnn_googlenet_fpn", num_classes=3, width=0.125, anchor_sizes=[16, 32])

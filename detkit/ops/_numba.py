@@ -339,15 +339,18 @@ def roi_align_samples(rois, height, width, spatial_scale, pooled_h, pooled_w, gr
 
 @kernel
 def roi_align_scatter(grad_out, image, out_bin, corners, weights, count, grad_in, channel_start, channel_stop):
-    """grad_in[n, c, corner] += grad_out[bin, c] * weight / count for every
-    sample and every channel c in [channel_start, channel_stop), in
-    torchvision's order. Callers run disjoint channel ranges on separate
-    threads (the GIL is released), so no two threads write the same element."""
-    for c in range(channel_start, channel_stop):
-        for s in range(image.shape[0]):
-            if out_bin[s] < 0:
-                continue
-            g = grad_out[out_bin[s], c]
-            plane = grad_in[image[s], c]
-            for j in range(4):
-                plane[corners[s, j]] += g * weights[s, j] / count
+    """grad_in[n, corner, c] += grad_out[bin, c] * weight / count for every
+    sample and every channel c in [channel_start, channel_stop), samples in
+    torchvision's order (so each element sums its terms in torchvision's
+    order). grad_in is channels-last [N, H*W, C]: the inner loop runs over
+    contiguous channels of one row and vectorises. Callers run disjoint
+    channel ranges on separate threads (the GIL is released)."""
+    for s in range(image.shape[0]):
+        if out_bin[s] < 0:
+            continue
+        row = grad_out[out_bin[s]]
+        for j in range(4):
+            weight = weights[s, j]
+            target = grad_in[image[s], corners[s, j]]
+            for c in range(channel_start, channel_stop):
+                target[c] += row[c] * weight / count

@@ -63,7 +63,8 @@ class _RoIAlign(torch.autograd.Function):
 
 def roi_align_backward(grad_output: Tensor, rois: Tensor, input_shape: tuple[int, int, int, int],
                        size: tuple[int, int], spatial_scale: float, grid: int, aligned: bool) -> Tensor:
-    """The gradient of roi_align's input: Tensor[N, C, H, W] from grad_output [K, C, PH, PW]."""
+    """The gradient of roi_align's input: Tensor[N, C, H, W] (channels-last
+    strides) from grad_output [K, C, PH, PW]."""
     n, channels, height, width = input_shape
     dtype = grad_output.dtype
     numpy_dtype = np.float32 if dtype == torch.float32 else np.float64
@@ -73,7 +74,7 @@ def roi_align_backward(grad_output: Tensor, rois: Tensor, input_shape: tuple[int
     image, out_bin, corners, weights = kernels.roi_align_samples(
         rois_np, height, width, numpy_dtype(spatial_scale), size[0], size[1], grid, aligned, values)
     per_bin = grad_output.detach().permute(0, 2, 3, 1).reshape(-1, channels).contiguous().numpy()
-    grad_input = np.zeros((n, channels, height * width), numpy_dtype)
+    grad_input = np.zeros((n, height * width, channels), numpy_dtype)  # channels-last: see roi_align_scatter
     scatter = functools.partial(kernels.roi_align_scatter, per_bin, image, out_bin, corners, weights,
                                 numpy_dtype(grid * grid), grad_input)
     threads = max(1, min(_ext.num_threads(), channels))  # torch's setting: one thread per DDP rank stays one
@@ -82,7 +83,7 @@ def roi_align_backward(grad_output: Tensor, rois: Tensor, input_shape: tuple[int
     else:  # whole channels per thread; the kernel releases the GIL
         bounds = [channels * i // threads for i in range(threads + 1)]
         list(_pool(threads).map(scatter, bounds[:-1], bounds[1:]))
-    return torch.from_numpy(grad_input).view(n, channels, height, width)
+    return torch.from_numpy(grad_input).view(n, height, width, channels).permute(0, 3, 1, 2)
 
 
 @functools.lru_cache(maxsize=None)

@@ -453,3 +453,24 @@ def test_public_names():
     for name in ("multibox_prior", "assign_anchor_to_bbox", "multibox_target", "multibox_detection", "offset_boxes",
                  "offset_inverse"):
         assert getattr(ops, name, getattr(d2l, name)) is getattr(d2l, name)
+
+
+# --- CUDA: the torch reference on the GPU agrees with the CPU kernels -----------------------------
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_matches_cpu():
+    cpu_anchors = d2l.multibox_prior(torch.zeros(1, 1, 6, 7), [0.3, 0.5], [1, 2, 0.5])
+    gpu_anchors = d2l.multibox_prior(torch.zeros(1, 1, 6, 7, device="cuda"), [0.3, 0.5], [1, 2, 0.5])
+    assert gpu_anchors.is_cuda
+    torch.testing.assert_close(gpu_anchors.cpu(), cpu_anchors, rtol=0, atol=1e-6)
+    # Random anchors: grid anchors tie in exact arithmetic, and GPU rounding may break a tie otherwise.
+    anchors, gt = normalised_boxes(500, seed=1), normalised_boxes(7, seed=2)
+    assert torch.equal(d2l.assign_anchor_to_bbox(gt.cuda(), anchors.cuda()).cpu(), d2l.assign_anchor_to_bbox(gt, anchors))
+    labels = random_labels(3, 5, seed=4, pad=2)
+    for a, b in zip(d2l.multibox_target(anchors.cuda(), labels.cuda()), d2l.multibox_target(anchors, labels)):
+        assert a.is_cuda
+        torch.testing.assert_close(a.cpu(), b, rtol=1e-5, atol=1e-5)
+    probs, offsets = random_predictions(2, 3, cpu_anchors.shape[1], seed=5)
+    out = d2l.multibox_detection(probs.cuda(), offsets.cuda(), gpu_anchors)
+    torch.testing.assert_close(out.cpu(), d2l.multibox_detection(probs, offsets, cpu_anchors), rtol=1e-5, atol=1e-5)

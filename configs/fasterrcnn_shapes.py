@@ -1,5 +1,17 @@
 """A small Faster R-CNN (ResNet-18-FPN at quarter width) trained from scratch
-on the synthetic Shapes set at 128 x 128, as two single-threaded DDP ranks."""
+on the synthetic Shapes set at 128 x 128, as two single-threaded DDP ranks.
+
+`python tools/train.py configs/fasterrcnn_shapes.py` runs in about 13 minutes on
+a 2-core CPU, generation and evaluation included (13 min 14 s at fp32 GEMM
+265 GFLOP/s): box AP50 0.946 on the validation split, 0.955 (AP 0.839) on a
+fresh Shapes set that nothing was tuned on (benchmarks/heldout.py).
+
+Anchors are 16-256 px, one size per FPN map: torchvision's 32-512 suit
+800 px images, while these objects are 19-58 px. 64 sampled RoIs per image
+(the Fast R-CNN paper's count; torchvision's 512 is for COCO's crowded
+images; the small model's default is 128) halve the RoI heads' work with 1-4
+objects per image.
+"""
 from detkit.config import Config, DataConfig, EvalConfig, ModelConfig, ScheduleConfig, ShapesConfig, SolverConfig
 
 config = Config(

@@ -13,7 +13,7 @@ sorted by value and duplicates dropped.
 Faithful to the paper and its MATLAB code: sigma = 0.8, min_size = k, the
 strategies of each mode, 25-bin colour histograms per channel, 8 x 10 texture
 bins per channel, size and fill, size-weighted histogram updates, the
-ranking. Where the paper leaves a choice open (it is noted where made):
+ranking. Where the paper leaves a choice open, the choices made here:
 texture uses first-order Gaussian derivatives (sigma = 1) steered to 0, 45,
 90 and 135 degrees, each split into its positive and negative half (the 8
 orientations), each map divided by its largest value in the image and cut
@@ -22,11 +22,13 @@ into 10 bins; colour spaces are OpenCV's 8-bit conversions scaled to [0, 1]
 neighbours (the segmentation's 8-connected graph); equal similarities merge
 the pair with the lower region indices first.
 
-Cost grows with the pixels and the regions: one "fast" call on a 256 x 256
-Shapes image takes tens of milliseconds and yields about 1,500-3,000 boxes;
-on a 500 x 375 VOC-sized photo some 3-4x that (benchmarks/selective_search.py
-measures it). The image is used at its own size; R-CNN resized to about 500
-pixels first. The kernels live in detkit.ops._ss_numba; their plain-Python
+Sizes and cost: the image is used at the size it comes in (R-CNN resized
+to about 500 pixels a side first; nothing here resizes). Time grows with the
+pixels, a little faster: "fast" takes about 85 ms and yields about 300 boxes
+on a 256 x 256 Shapes image, 0.55 s and 4,300 boxes on a 600 x 512 photo, on
+one core of an idle server (benchmarks/selective_search.py); "quality" about
+5x as long. Images are limited to MAX_PIXELS. The kernels live in
+detkit.ops._ss_numba (compiled on first use, then cached); their plain-Python
 references are in the tests.
 """
 from __future__ import annotations
@@ -36,7 +38,6 @@ import math
 from dataclasses import dataclass
 from types import ModuleType
 
-import cv2
 import numpy as np
 import torch
 from torch import Tensor
@@ -142,6 +143,8 @@ def colour_space(image: np.ndarray, space: str) -> np.ndarray:
     """image [H, W, 3] uint8 RGB -> float32 [H, W, C] in [0, 1]: "hsv" (hue
     over the full 0..255 range), "lab" (OpenCV's 8-bit L*a*b*), "rgi"
     (normalised r, g and intensity), "h" (hue) or "i" (intensity), C = 3 or 1."""
+    import cv2  # here, not at the top: `import detkit` imports ops and stays free of OpenCV
+
     if space in ("hsv", "h"):
         hsv = cv2.cvtColor(image, cv2.COLOR_RGB2HSV_FULL)
         out = hsv if space == "hsv" else hsv[:, :, :1]
@@ -201,6 +204,8 @@ def pixel_bins(colour: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """colour [H, W, C] in [0, 1] -> each pixel's colour bin per channel
     (uint8 [H, W, C], 25 bins) and texture bin per channel and orientation
     (uint8 [H, W, 8C], 10 bins; see _ss_numba.texture_bins)."""
+    import cv2
+
     colour_bins = np.minimum(colour * 25, 24).astype(np.uint8)
     radius = math.ceil(3 * TEXTURE_SIGMA)
     x = np.arange(-radius, radius + 1, dtype=np.float32)

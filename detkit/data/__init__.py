@@ -1,5 +1,5 @@
 """Datasets (COCO, VOC, the synthetic Shapes set), transforms and batching."""
-from . import shapes, transforms
+from . import proposals, shapes, transforms
 from .coco import CocoDetection
 from .collate import collate, collate_stacked
 from .images import read_image
@@ -13,6 +13,7 @@ __all__ = [
     "VOC_CLASSES",
     "collate",
     "collate_stacked",
+    "proposals",
     "read_image",
     "shapes",
     "transforms",

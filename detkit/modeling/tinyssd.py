@@ -18,7 +18,7 @@ with images a list of Tensor[3, H, W] in [0, 1] and targets a list of
 """
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -111,11 +111,10 @@ class TinySSD(nn.Module):
         self.detections_per_img, self.iou_thresh = detections_per_img, iou_thresh
         self._anchors: dict[tuple, Tensor] = {}  # feature-map sizes -> anchors; not state
 
-    def reset_class_predictors(self) -> None:
-        """Re-initialises the class predictors, the only layers whose shape depends
-        on num_classes (fine-tuning to another class count), as the constructor does."""
-        for i in range(5):
-            getattr(self, f"cls_{i}").reset_parameters()
+    def class_layers(self) -> dict[str, Callable[[], None]]:
+        """The layers whose shape depends on num_classes -> their constructor
+        initialisation: what fine-tuning to another class count re-initialises."""
+        return {f"cls_{i}": getattr(self, f"cls_{i}").reset_parameters for i in range(5)}
 
     def forward_raw(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """The book's TinySSD.forward on a normalised batch x: Tensor[B, 3, S, S].

@@ -16,7 +16,9 @@ which each docstring names:
 - the greedy assignment divides the flat argmax index as an integer (the
   book divides in float32, which picks the wrong anchor past 2**24 entries);
 - NMS ties keep the lower anchor first (detkit.ops.nms; the book's argsort
-  leaves them in no particular order).
+  leaves them in no particular order);
+- label rows of class -1 (the book's padding) take no part in multibox_target;
+  the book's code lets them claim anchors in the greedy step.
 
 The greedy assignment has a numba kernel (detkit.ops._d2l_numba) for CPU
 tensors; the `_*_reference` functions are the spec and serve CUDA, autograd

@@ -97,6 +97,17 @@ def test_the_books_weights_load_and_give_the_books_outputs():
     assert torch.equal(detections["labels"], rows[:, 0].long() + 1)
 
 
+def test_class_layers_are_the_layers_that_depend_on_the_class_count():
+    three, five = TinySSD(num_classes=3).state_dict(), TinySSD(num_classes=5).state_dict()
+    differing = {key for key in three if three[key].shape != five[key].shape}
+    layers = TinySSD(num_classes=3).class_layers()
+    assert {key.rsplit(".", 1)[0] for key in differing} == set(layers)
+    model = TinySSD(num_classes=3)
+    before, other = model.cls_2.weight.clone(), model.cls_1.weight.clone()
+    model.class_layers()["cls_2"]()
+    assert not torch.equal(model.cls_2.weight, before) and torch.equal(model.cls_1.weight, other)
+
+
 def test_training_returns_the_books_loss_and_gradients():
     torch.manual_seed(0)
     model = TinySSD(num_classes=4, size=128).train()
@@ -151,6 +162,10 @@ def test_eval_returns_detections_in_the_input_images_pixels():
         normalised = det["boxes"] / torch.tensor([w, h, w, h])
         distance = (normalised[:, None] - anchors[None]).abs().amax(dim=2).min(dim=1).values
         assert (distance < 1e-5).all()
+    model.detections_per_img = 10**6  # all of them: suppressed and low-scoring anchors are left out
+    with torch.no_grad():
+        everything = model(images)[0]
+    assert 30 < len(everything["labels"]) < len(anchors) and everything["labels"].min() >= 1
 
 
 def test_rejects_bad_arguments():
@@ -173,10 +188,10 @@ def test_overfits_a_few_shapes_images(tmp_path):
     images, targets = zip(*(dataset[i] for i in range(len(dataset))))
     targets = [{"boxes": t["boxes"], "labels": t["labels"]} for t in targets]
     model = TinySSD(num_classes=len(paths.classes) + 1, size=128)
-    optimizer = torch.optim.Adam(model.parameters(), lr=2e-3)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     model.train()
     history = []
-    for _ in range(60):
+    for _ in range(100):  # 60 steps found every object for some seeds only; 100 for each of seeds 0-2
         loss = sum(model(list(images), targets).values())
         optimizer.zero_grad()
         loss.backward()

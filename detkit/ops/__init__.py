@@ -8,6 +8,8 @@ from ._ext import backend
 from .anchors import AnchorGenerator, DefaultBoxGenerator
 from .boxes import box_area, box_convert, box_iou, clip_boxes_to_image, generalized_box_iou, remove_small_boxes
 from .coder import BoxCoder
+from .d2l import (assign_anchor_to_bbox, multibox_detection, multibox_prior, multibox_target, offset_boxes,
+                  offset_inverse)
 from .matcher import Matcher, SSDMatcher, ssd_assign
 from .nms import batched_nms, nms, soft_nms
 from .roi_align import roi_align
@@ -20,6 +22,7 @@ __all__ = [
     "DefaultBoxGenerator",
     "Matcher",
     "SSDMatcher",
+    "assign_anchor_to_bbox",
     "backend",
     "batched_nms",
     "box_area",
@@ -27,7 +30,12 @@ __all__ = [
     "box_iou",
     "clip_boxes_to_image",
     "generalized_box_iou",
+    "multibox_detection",
+    "multibox_prior",
+    "multibox_target",
     "nms",
+    "offset_boxes",
+    "offset_inverse",
     "remove_small_boxes",
     "roi_align",
     "soft_nms",

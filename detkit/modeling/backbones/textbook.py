@@ -20,7 +20,8 @@ IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 
 def _init(module: nn.Module) -> None:
-    """Xavier-uniform weights and zero biases, as the book's init_cnn."""
+    """Xavier-uniform weights, as the book's init_cnn; zero biases, as torchvision's
+    VGG (the book keeps PyTorch's random ones)."""
     for m in module.modules():
         if isinstance(m, (nn.Conv2d, nn.Linear)):
             nn.init.xavier_uniform_(m.weight)
@@ -29,12 +30,12 @@ def _init(module: nn.Module) -> None:
 
 class FeatureBody(nn.Module):
     """A classifier's conv body as a detection backbone: x [B, 3, H, W] ->
-    {"c5": [B, C, ceil(H/16), ceil(W/16)]} (exactly H/16 for the multiples
+    {"c5": [B, C, ceil(H/16), ceil(W/16)]} (H/16 exactly for the multiples
     of 32 that DetectionTransform pads to).
 
-    The books's bodies pad little (AlexNet's first conv 1 px, NiN's none), so
+    The book's bodies pad little (AlexNet's first conv 1 px, NiN's none), so
     their maps are smaller than H/16 and shifted: AlexNet's cell k sees
-    pixels centred on 16k + 16. The anchor generator takes the stride as
+    pixels centred on 16k + 16 (NiN's on 16k + 17). The anchor generator takes the stride as
     image size // map size and RoI pooling maps pixel x to cell x/16, so the
     input is zero-padded by `pad` px per side first: then cell k is centred
     on pixel 16k and the map has H/16 cells, as both assume. The padding

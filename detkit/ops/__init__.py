@@ -14,6 +14,7 @@ from .matcher import Matcher, SSDMatcher, ssd_assign
 from .nms import batched_nms, nms, soft_nms
 from .roi_align import roi_align
 from .sampler import BalancedPositiveNegativeSampler
+from .selective_search import felzenszwalb, selective_search
 
 __all__ = [
     "AnchorGenerator",
@@ -29,6 +30,7 @@ __all__ = [
     "box_convert",
     "box_iou",
     "clip_boxes_to_image",
+    "felzenszwalb",
     "generalized_box_iou",
     "multibox_detection",
     "multibox_prior",
@@ -38,6 +40,7 @@ __all__ = [
     "offset_inverse",
     "remove_small_boxes",
     "roi_align",
+    "selective_search",
     "soft_nms",
     "ssd_assign",
 ]

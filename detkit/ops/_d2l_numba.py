@@ -32,19 +32,21 @@ def greedy_assign(iou, threshold):
     """
     num_anchors, num_gt = iou.shape
     out = np.full(num_anchors, -1, dtype=np.int64)
+    # Each column's first best anchor, gathered in the same row-major pass as step 1 (one read of the matrix).
+    col_row = np.zeros(num_gt, dtype=np.int64)
+    col_value = np.empty(num_gt, dtype=iou.dtype)
+    col_value[:] = iou[0]
     for a in range(num_anchors):  # step 1: best ground truth at or above the threshold
         best = 0
-        for g in range(1, num_gt):
+        for g in range(num_gt):
             if iou[a, g] > iou[a, best]:
                 best = g
+            if iou[a, g] > col_value[g]:
+                col_row[g], col_value[g] = a, iou[a, g]
         if iou[a, best] >= threshold:
             out[a] = best
     row_alive = np.ones(num_anchors, dtype=np.bool_)
     col_alive = np.ones(num_gt, dtype=np.bool_)
-    col_row = np.empty(num_gt, dtype=np.int64)
-    col_value = np.empty(num_gt, dtype=iou.dtype)
-    for g in range(num_gt):
-        col_row[g], col_value[g] = _column_best(iou, g, row_alive)
     rows_left = num_anchors
     for _ in range(num_gt):  # step 2: G times the largest entry left
         if rows_left == 0:  # the reference's argmax of an all -1 matrix: entry (0, 0)

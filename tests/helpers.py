@@ -19,3 +19,16 @@ def tiny_ssd_config(shapes_root: str, **schedule) -> Config:
         log_period=1,
         keep_checkpoints=5,
     )
+
+
+def fit(model, images, targets, optimizer, steps: int) -> list[float]:
+    """`steps` training steps on one fixed batch; returns each step's total loss."""
+    model.train()
+    history = []
+    for _ in range(steps):
+        loss = sum(model(list(images), targets).values())
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        history.append(float(loss.detach()))
+    return history

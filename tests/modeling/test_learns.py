@@ -5,6 +5,7 @@ import torch
 from detkit import models, ops
 from detkit.data import CocoDetection, shapes
 from detkit.data import transforms as T
+from tests.helpers import fit
 
 
 def recall_at_50(detections, targets) -> float:
@@ -25,14 +26,7 @@ def test_small_ssd_overfits_a_few_shapes_images(tmp_path):
     targets = [{"boxes": t["boxes"], "labels": t["labels"]} for t in targets]
     model = models.build("ssd300_resnet18_small", num_classes=len(paths.classes) + 1, size=128, score_thresh=0.3)
     optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-3)
-    model.train()
-    history = []
-    for _ in range(80):
-        loss = sum(model(list(images), targets).values())
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        history.append(float(loss.detach()))
+    history = fit(model, images, targets, optimizer, 80)
     assert sum(history[-10:]) < sum(history[:10]) / 5, history
     with torch.no_grad():
         detections = model.eval()(list(images))
@@ -60,14 +54,7 @@ def train_rcnn(name: str, paths, steps: int):
     targets = [{"boxes": t["boxes"], "labels": t["labels"], "masks": t["masks"]} for t in targets]
     model = models.build(name, num_classes=len(paths.classes) + 1, min_size=128, max_size=128)
     optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=2e-3)
-    model.train()
-    history = []
-    for _ in range(steps):
-        loss = sum(model(list(images), targets).values())
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        history.append(float(loss.detach()))
+    history = fit(model, images, targets, optimizer, steps)
     with torch.no_grad():
         detections = model.eval()(list(images))
     confident = [{k: v[d["scores"] > 0.5] for k, v in d.items()} for d in detections]

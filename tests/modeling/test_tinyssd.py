@@ -9,6 +9,7 @@ from detkit.data import CocoDetection, shapes
 from detkit.data import transforms as T
 from detkit.modeling.tinyssd import TinySSD
 from detkit.ops import d2l
+from tests.helpers import fit
 from tests.modeling.test_learns import recall_at_50
 
 # --- the book's TinySSD, as the book writes it -----------------------------------------------------
@@ -189,14 +190,8 @@ def test_overfits_a_few_shapes_images(tmp_path):
     targets = [{"boxes": t["boxes"], "labels": t["labels"]} for t in targets]
     model = TinySSD(num_classes=len(paths.classes) + 1, size=128)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
-    model.train()
-    history = []
-    for _ in range(100):  # 60 steps found every object for some seeds only; 100 for each of seeds 0-2
-        loss = sum(model(list(images), targets).values())
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        history.append(float(loss.detach()))
+    # 60 steps found every object for some seeds only; 100 for each of seeds 0-2
+    history = fit(model, images, targets, optimizer, 100)
     assert sum(history[-10:]) < sum(history[:10]) / 5, history
     with torch.no_grad():
         detections = model.eval()(list(images))

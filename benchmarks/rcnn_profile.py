@@ -32,37 +32,33 @@ def parse_args(argv=None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def parts(model: nn.Module) -> dict[str, nn.Module]:
-    """The timed parts, by name; the RoI heads' own time minus its children is the sampling and losses."""
+ROI_HEADS = "RoI heads: sampling, box loss, mask targets"
+INSIDE_ROI_HEADS = ("RoIAlign (box)", "box head + predictor", "RoIAlign (mask)", "mask head + predictor")
+
+
+def parts(model: nn.Module) -> dict[str, list[nn.Module]]:
+    """The timed parts, by name. The RoI heads' own time, minus the parts
+    inside them, is the sampling and losses."""
     heads = model.roi_heads
-    named = {"backbone + FPN": model.backbone, "RPN (head, anchors, targets, proposals)": model.rpn,
-             "RoIAlign (box)": heads.box_roi_pool, "box head + predictor": nn.ModuleList([heads.box_head]),
-             "RoI heads: sampling, box loss, mask targets": heads}
+    named = {"backbone + FPN": [model.backbone], "RPN (head, anchors, targets, proposals)": [model.rpn],
+             "RoIAlign (box)": [heads.box_roi_pool], "box head + predictor": [heads.box_head, heads.box_predictor],
+             ROI_HEADS: [heads]}
     if heads.mask_head is not None:
-        named["RoIAlign (mask)"] = heads.mask_roi_pool
-        named["mask head + predictor"] = nn.ModuleList([heads.mask_head])
+        named["RoIAlign (mask)"] = [heads.mask_roi_pool]
+        named["mask head + predictor"] = [heads.mask_head, heads.mask_predictor]
     return named
 
 
 class ForwardTimer:
-    """Wall time of each part's forward calls, via hooks; a part's children are
-    subtracted from the RoI heads so each millisecond counts once."""
+    """Wall time of each part's forward calls, summed per name, via hooks."""
 
     def __init__(self, model: nn.Module):
         self.seconds = collections.defaultdict(float)
         self._start = {}
-        self.model = model
-        heads = model.roi_heads
-        self.children = [heads.box_roi_pool, heads.box_head, heads.box_predictor]
-        if heads.mask_head is not None:
-            self.children += [heads.mask_roi_pool, heads.mask_head, heads.mask_predictor]
-        for name, module in {**parts(model), "box predictor": heads.box_predictor,
-                             "mask predictor": heads.mask_predictor}.items():
-            targets = list(module) if isinstance(module, nn.ModuleList) else [module]
-            for target in targets:
-                if target is not None:
-                    target.register_forward_pre_hook(self._enter(name))
-                    target.register_forward_hook(self._leave(name))
+        for name, modules in parts(model).items():
+            for module in modules:
+                module.register_forward_pre_hook(self._enter(name))
+                module.register_forward_hook(self._leave(name))
 
     def _enter(self, name):
         def hook(module, args):
@@ -106,13 +102,7 @@ def main(argv=None) -> int:
         if step < 2:  # warm-up: numba cache loads, allocator
             continue
         seconds = dict(timer.seconds)
-        inner = sum(seconds.get(k, 0.0) for k in ("RoIAlign (box)", "box head + predictor", "box predictor",
-                                                   "RoIAlign (mask)", "mask head + predictor", "mask predictor"))
-        seconds["RoI heads: sampling, box loss, mask targets"] -= inner
-        seconds["box head + predictor"] = seconds.get("box head + predictor", 0) + seconds.pop("box predictor", 0)
-        if "mask head + predictor" in seconds:
-            seconds["mask head + predictor"] += seconds.pop("mask predictor", 0)
-        seconds.pop("mask predictor", None)
+        seconds[ROI_HEADS] -= sum(seconds.get(name, 0.0) for name in INSIDE_ROI_HEADS)
         seconds["(forward, the rest: transform, glue)"] = (forward - start) - sum(seconds.values())
         seconds["backward"] = backward - forward
         seconds["optimizer step"] = end - backward

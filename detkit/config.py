@@ -79,6 +79,11 @@ class DataConfig:
     batch_size: int = 8  # per process
     num_workers: int = 2
     skip_invalid: bool = False
+    # Region proposals for models on external proposals (fastrcnn_*, rcnn_*): "" none; "selective_search"
+    # computes them once per split (mode "fast", at most max_proposals each) into <root>/proposals/; or a
+    # detkit .npz proposals file for the training split (relative to root or absolute).
+    proposals: str = ""
+    max_proposals: int = 2000
     shapes: ShapesConfig = field(default_factory=ShapesConfig)
 
 
@@ -156,7 +161,8 @@ class Config:
             if value not in allowed:
                 raise ConfigError(f"{where}: {key} must be one of {list(allowed)}, got {value!r}")
         positive = [("data.batch_size", self.data.batch_size), ("schedule.epochs", self.schedule.epochs),
-                    ("solver.lr", self.solver.lr), ("eval.period", self.eval.period), ("processes", self.processes)]
+                    ("solver.lr", self.solver.lr), ("eval.period", self.eval.period), ("processes", self.processes),
+                    ("data.max_proposals", self.data.max_proposals)]
         for key, value in positive:
             if not value > 0:
                 raise ConfigError(f"{where}: {key} must be positive, got {value!r}")

@@ -4,6 +4,7 @@ from __future__ import annotations
 import math
 import os
 from collections import defaultdict
+from collections.abc import Mapping
 from typing import Callable, Optional
 
 import numpy as np
@@ -13,6 +14,7 @@ from ..rle import segmentation_problem
 from ..targets import NumpyTarget
 from .images import MAX_IMAGE_PIXELS, read_image
 from .problems import AnnotationError, AnnotationProblems
+from .proposal_lookup import ProposalLookup
 
 
 class CocoDetection:
@@ -22,6 +24,9 @@ class CocoDetection:
     torchvision-style dict {"boxes": float32 [N, 4] (x1, y1, x2, y2),
     "labels": int64 [N] in 1..K, "iscrowd": bool [N], "image_id": int, and
     with with_masks "masks": uint8 [N, H, W]}, passed through `transforms`.
+    Given `proposals` ({image_id: (boxes, scores)}, as detkit.data.proposals
+    reads and computes them), targets also hold "proposals": float32 [P, 4],
+    for Fast R-CNN; every image needs an entry.
 
     Category ids map to contiguous labels 1..K in id order (0 = background);
     `classes[l - 1]` and `cat_ids[l - 1]` name label l. Crowd annotations stay
@@ -47,7 +52,8 @@ class CocoDetection:
     """
 
     def __init__(self, image_root: str | os.PathLike, ann_file: str | os.PathLike,
-                 transforms: Optional[Callable] = None, with_masks: bool = False, skip_invalid: bool = False):
+                 transforms: Optional[Callable] = None, with_masks: bool = False, skip_invalid: bool = False,
+                 proposals: Optional[Mapping] = None):
         self.image_root = os.fspath(image_root)
         self.ann_file = os.fspath(ann_file)
         self.transforms = transforms
@@ -62,6 +68,7 @@ class CocoDetection:
         self._annotations = self._index(dataset["annotations"], problems)
         problems.warn()
         self.skipped = problems.skipped
+        self.proposals = None if proposals is None else ProposalLookup(proposals, self.ids, self.ann_file)
 
     def _index(self, annotations: list, problems: AnnotationProblems) -> dict[int, list]:
         """Valid annotations grouped by image, in file order. Each record's
@@ -125,6 +132,8 @@ class CocoDetection:
             raise ValueError(f"{path}: image is {image.shape[1]}x{image.shape[0]} but {self.ann_file} says "
                              f"{info['width']}x{info['height']}")
         target = self.target(image_id)
+        if self.proposals is not None:
+            target["proposals"] = self.proposals(image_id)
         if self.transforms is not None:
             image, target = self.transforms(image, target)
         return image, target

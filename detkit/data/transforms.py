@@ -3,6 +3,8 @@
 Each transform is called as `image, target = t(image, target)` and keeps the
 target's boxes, labels, masks and every other per-object array in step; boxes
 that a crop or flip makes degenerate are dropped with their labels and masks.
+A target's "proposals" (a dataset's region proposals for Fast R-CNN,
+float32 [P, 4]) move with the image as its boxes do.
 Randomness comes from torch's generator, which DataLoader seeds per worker and
 torch.manual_seed makes reproducible.
 """
@@ -18,6 +20,9 @@ from ..targets import NumpyTarget
 
 # Target entries with one row per object; everything else (image_id, ...) is left alone.
 PER_OBJECT = ("boxes", "labels", "iscrowd", "difficult", "masks", "scores")
+# Box sets that move with the image: the objects' boxes and, for Fast R-CNN, the
+# dataset's region proposals (Tensor[P, 4], not per object: a crop drops its own).
+BOX_SETS = ("boxes", "proposals")
 
 
 def _uniform(low: float, high: float) -> float:
@@ -69,14 +74,19 @@ class ConvertColor:
         return cv2.cvtColor(image, self.code), target
 
 
+def _box_sets(target: NumpyTarget) -> list[str]:
+    return [key for key in BOX_SETS if key in target]
+
+
 def _resize_target(target: NumpyTarget, h: int, w: int, height: int, width: int, masks: bool = True) -> NumpyTarget:
     """Boxes (and masks) of an h x w image resized to height x width."""
     out = dict(target)
     scale = np.array([width / w, height / h, width / w, height / h], dtype=np.float32)
-    boxes = target["boxes"] * scale
-    boxes[:, 0::2] = boxes[:, 0::2].clip(0, width)  # float32 rounding can overshoot the border
-    boxes[:, 1::2] = boxes[:, 1::2].clip(0, height)
-    out["boxes"] = boxes
+    for key in _box_sets(target):
+        boxes = target[key] * scale
+        boxes[:, 0::2] = boxes[:, 0::2].clip(0, width)  # float32 rounding can overshoot the border
+        boxes[:, 1::2] = boxes[:, 1::2].clip(0, height)
+        out[key] = boxes
     if masks and "masks" in target:
         out["masks"] = (np.stack([cv2.resize(m, (width, height), interpolation=cv2.INTER_NEAREST)
                                   for m in target["masks"]]) if len(target["masks"])
@@ -122,9 +132,10 @@ def _flip_target(target: NumpyTarget, extent: int, masks: bool = True, vertical:
     vertical=True; `extent` is that width or height."""
     out = dict(target)
     cols = [1, 3] if vertical else [0, 2]
-    boxes = target["boxes"].copy()
-    boxes[:, cols] = extent - target["boxes"][:, cols[::-1]]
-    out["boxes"] = boxes
+    for key in _box_sets(target):
+        boxes = target[key].copy()
+        boxes[:, cols] = extent - target[key][:, cols[::-1]]
+        out[key] = boxes
     if masks and "masks" in target:
         out["masks"] = (target["masks"][:, ::-1, :] if vertical else target["masks"][:, :, ::-1]).copy()
     return out
@@ -201,7 +212,8 @@ class PhotometricDistort:
 
 def _expand_target(target: NumpyTarget, top: int, left: int, new_h: int, new_w: int, masks: bool = True) -> NumpyTarget:
     out = dict(target)
-    out["boxes"] = target["boxes"] + np.array([left, top, left, top], dtype=np.float32)
+    for key in _box_sets(target):
+        out[key] = target[key] + np.array([left, top, left, top], dtype=np.float32)
     if masks and "masks" in target:
         h, w = target["masks"].shape[1:]
         grown = np.zeros((len(target["masks"]), new_h, new_w), dtype=np.uint8)
@@ -298,10 +310,14 @@ class MinIoURandomCrop:
 def _crop_target(target: NumpyTarget, crop: np.ndarray, inside: np.ndarray, masks: bool = True) -> NumpyTarget:
     x1, y1, x2, y2 = (int(v) for v in crop)
     out = _keep(target, inside)
-    boxes = out["boxes"].copy()
-    boxes[:, 0::2] = boxes[:, 0::2].clip(x1, x2) - x1
-    boxes[:, 1::2] = boxes[:, 1::2].clip(y1, y2) - y1
-    out["boxes"] = boxes
+    for key in _box_sets(out):
+        boxes = out[key].copy()
+        boxes[:, 0::2] = boxes[:, 0::2].clip(x1, x2) - x1
+        boxes[:, 1::2] = boxes[:, 1::2].clip(y1, y2) - y1
+        out[key] = boxes
+    if "proposals" in out:  # proposals outside the crop are gone; the objects' go with _drop_degenerate
+        proposals = out["proposals"]
+        out["proposals"] = proposals[(proposals[:, 2] > proposals[:, 0]) & (proposals[:, 3] > proposals[:, 1])]
     if masks and "masks" in out:
         out["masks"] = np.ascontiguousarray(out["masks"][:, y1:y2, x1:x2])
     return _drop_degenerate(out)

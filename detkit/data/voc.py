@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Mapping
 from typing import Callable, Optional, Sequence
 
 import numpy as np
@@ -17,6 +18,7 @@ from ..jsonio import short_repr
 from ..targets import NumpyTarget
 from .images import MAX_IMAGE_PIXELS, read_image
 from .problems import AnnotationError, AnnotationProblems
+from .proposal_lookup import ProposalLookup
 
 VOC_CLASSES = (
     "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow", "diningtable",
@@ -27,7 +29,8 @@ VOC_CLASSES = (
 class VOCDetection:
     """A VOC image set. Items are (image, target): image an HxWx3 uint8 RGB
     array, target {"boxes": float32 [N, 4], "labels": int64 [N] in 1..K,
-    "difficult": bool [N], "image_id": str}.
+    "difficult": bool [N], "image_id": str}; with `proposals` ({image_id:
+    (boxes, scores)}, one entry per image) also "proposals": float32 [P, 4].
 
     VOC's corners are 1-based and inclusive: (xmin, xmax) = (a, b) covers
     pixels a..b, i.e. detkit's continuous box (a - 1, b). Difficult objects
@@ -49,7 +52,8 @@ class VOCDetection:
 
     def __init__(self, root: str | os.PathLike, year: str = "2007", image_set: str = "trainval",
                  keep_difficult: bool = False, transforms: Optional[Callable] = None,
-                 classes: Sequence[str] = VOC_CLASSES, skip_invalid: bool = False):
+                 classes: Sequence[str] = VOC_CLASSES, skip_invalid: bool = False,
+                 proposals: Optional[Mapping] = None):
         self.root = os.path.join(os.fspath(root), f"VOC{year}")
         self.keep_difficult = keep_difficult
         self.transforms = transforms
@@ -67,6 +71,7 @@ class VOCDetection:
             raise ValueError(f"{list_file}: not a UTF-8 text file ({exc.reason} at byte {exc.start})") from None
         if not self.ids:
             raise ValueError(f"{list_file}: the image list is empty")
+        self.proposals = None if proposals is None else ProposalLookup(proposals, self.ids, list_file)
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -82,6 +87,8 @@ class VOCDetection:
             raise ValueError(f"{path}: image is {image.shape[1]}x{image.shape[0]} but its XML says "
                              f"{size[1]}x{size[0]}")
         target = self._target(annotation, image_id, xml_path, image.shape[:2])
+        if self.proposals is not None:
+            target["proposals"] = self.proposals(image_id)
         if self.transforms is not None:
             image, target = self.transforms(image, target)
         return image, target

@@ -3,9 +3,11 @@ The only place (with detkit.models) that reads configs; everything it builds
 takes plain values."""
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import shutil
+import sys
 import tempfile
 from dataclasses import dataclass
 from typing import Any, Callable, Optional
@@ -16,6 +18,8 @@ from torch import nn
 from .. import models
 from ..config import Config, ConfigError, DataConfig, ModelConfig, ScheduleConfig, SolverConfig
 from ..data import CocoDetection, VOCDetection, shapes
+from ..data import proposals as proposal_files
+from ..data.proposal_lookup import ProposalLookup
 from ..data import transforms as T
 
 
@@ -72,8 +76,10 @@ def prepare_shapes(data: DataConfig) -> shapes.ShapesPaths:
     return shapes.ShapesPaths(root, classes)
 
 
-def build_datasets(config: Config) -> DataSplits:
-    data = config.data
+def build_datasets(config: Config, proposals: bool = True) -> DataSplits:
+    """The training and validation splits; proposals=False leaves out the
+    training split's region proposals (data.proposals), which only training reads."""
+    data = config.data if proposals else dataclasses.replace(config.data, proposals="")
     masks = data.masks or config.eval.iou_type == "segm"
     if data.format == "shapes":
         paths = prepare_shapes(data)
@@ -92,6 +98,8 @@ def _coco_splits(train_images, val_images, train_ann, val_ann, masks: bool, data
     train = CocoDetection(train_images, train_ann, train_transforms(data), with_masks=masks,
                           skip_invalid=data.skip_invalid)
     val = CocoDetection(val_images, val_ann, eval_transforms(), with_masks=False, skip_invalid=data.skip_invalid)
+    _attach_proposals(train, data, os.path.splitext(os.path.basename(train_ann))[0],
+                      os.path.dirname(os.path.abspath(train_ann)))
     return DataSplits(train, val, train.classes, val_ann)
 
 
@@ -100,7 +108,24 @@ def _voc_splits(root, year, train_split, val_split, classes, data: DataConfig) -
                          skip_invalid=data.skip_invalid)
     val = VOCDetection(root, year, val_split, keep_difficult=True, transforms=eval_transforms(), classes=classes,
                        skip_invalid=data.skip_invalid)
+    _attach_proposals(train, data, train_split, train.root)
     return DataSplits(train, val, classes, None)
+
+
+def _attach_proposals(train, data: DataConfig, split: str, folder: str) -> None:
+    """Gives the training split its region proposals (data.proposals): selective
+    search computed once into <folder>/proposals/ (resumable, reused by later
+    runs), or a proposals file. Evaluation needs none: the model computes its own."""
+    if not data.proposals:
+        return
+    if data.proposals == "selective_search":
+        path = os.path.join(folder, "proposals", f"{split}_selective_search_fast_{data.max_proposals}.npz")
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        found = proposal_files.compute_proposals(train, path, "fast", data.max_proposals, progress=sys.stderr.isatty())
+    else:
+        path = data.proposals if os.path.isabs(data.proposals) else os.path.join(data.root, data.proposals)
+        found = proposal_files.load_proposals(path)
+    train.proposals = ProposalLookup(found, train.ids, path)
 
 
 def build_model(model: ModelConfig, num_classes: Optional[int]) -> nn.Module:

@@ -47,7 +47,7 @@ def _dataset(model: nn.Module, data: str, images, ann, voc_root, year: str, spli
     """(dataset, COCO ground truth or None, metric name)."""
     classes = model.classes
     if data == "config":
-        splits = build_datasets(model.config)
+        splits = build_datasets(model.config, proposals=False)  # evaluation needs no training proposals
         return splits.val, splits.val_ann, model.config.eval.metric
     if data == "coco":
         if not images or not ann:

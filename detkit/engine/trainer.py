@@ -289,13 +289,16 @@ class Runner:
 
 def _training_target(target: dict[str, Any], device: torch.device) -> dict[str, torch.Tensor]:
     """Boxes, labels (and masks) on the device; crowd regions are not objects
-    to learn, so they are dropped here as detectron2 does."""
+    to learn, so they are dropped here as detectron2 does. A dataset's region
+    proposals (Fast R-CNN's) come along whole."""
     keep = ~target["iscrowd"] if "iscrowd" in target else None
     out = {}
     for key in ("boxes", "labels", "masks"):
         if key in target:
             value = target[key] if keep is None else target[key][keep]
             out[key] = value.to(device, non_blocking=True)
+    if "proposals" in target:
+        out["proposals"] = target["proposals"].to(device, non_blocking=True)
     return out
 
 

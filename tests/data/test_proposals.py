@@ -355,3 +355,34 @@ def test_compute_proposals_argument_errors(tmp_path, small_set):
         P.compute_proposals([os.path.join(small_set.image_root, "000001.jpg")], tmp_path / "p.npz", mode="slow",
                             progress=False)
     assert not (tmp_path / "p.npz").exists()
+
+
+# --- datasets that supply proposals (Fast R-CNN's training input) --------------------------------
+
+
+def test_datasets_hand_out_their_proposals_beside_the_targets(tmp_path, small_set):
+    coco = CocoDetection(small_set.image_root, small_set.coco_train)
+    found = P.compute_proposals(coco, tmp_path / "coco.npz", max_proposals=20, progress=False)
+    with_props = CocoDetection(small_set.image_root, small_set.coco_train, proposals=found)
+    for index, image_id in enumerate(with_props.ids):
+        _, target = with_props[index]
+        assert target["proposals"].dtype == np.float32
+        assert np.array_equal(target["proposals"], found[image_id][0].numpy())
+        assert "proposals" not in coco[index][1]
+    voc = VOCDetection(small_set.voc_root, image_set="train", classes=small_set.classes)
+    voc_found = P.compute_proposals(voc, tmp_path / "voc.npz", max_proposals=20, progress=False)
+    voc = VOCDetection(small_set.voc_root, image_set="train", classes=small_set.classes, proposals=voc_found)
+    assert np.array_equal(voc[0][1]["proposals"], voc_found[voc.ids[0]][0].numpy())
+
+
+def test_a_dataset_refuses_proposals_that_miss_images_or_are_malformed(small_set):
+    ids = CocoDetection(small_set.image_root, small_set.coco_train).ids
+    partial = {i: (torch.zeros(1, 4), torch.ones(1)) for i in ids[1:]}
+    with pytest.raises(ValueError, match=rf"instances_train.json: the proposals lack 1 of its 4 images, "
+                                         rf"e.g. image ids {ids[0]}"):
+        CocoDetection(small_set.image_root, small_set.coco_train, proposals=partial)
+    bad = {i: (torch.zeros(2, 3), torch.ones(2)) for i in ids}
+    with pytest.raises(ValueError, match=rf"proposals of image {ids[0]} must be boxes \[P, 4\], got shape \(2, 3\)"):
+        CocoDetection(small_set.image_root, small_set.coco_train, proposals=bad)
+    with pytest.raises(ValueError, match=r"train.txt: proposals must be a mapping"):
+        VOCDetection(small_set.voc_root, image_set="train", classes=small_set.classes, proposals=[1, 2])

@@ -181,3 +181,43 @@ def test_fused_geometry_equals_the_four_transforms(seed):
     assert np.mean(np.abs(fused_image.astype(int) - seq_image.astype(int)) > 8) < 0.03
     assert out["masks"].shape == seq["masks"].shape
     assert np.mean(out["masks"] != seq["masks"]) < 0.01
+
+
+def with_proposals():
+    """The sample with proposals: its own boxes and two more."""
+    image, target = sample()
+    extra = np.array([[0, 0, 80, 60], [30, 30, 35, 36]], dtype=np.float32)
+    return image, {**target, "proposals": np.concatenate([target["boxes"], extra])}
+
+
+def assert_boxes_among_proposals(out):
+    """Every object's box is still one of the proposals (they moved together)."""
+    proposals = np.asarray(out["proposals"])
+    for box in np.asarray(out["boxes"]):
+        assert np.abs(proposals - box).max(1).min() < 1e-4, (box, proposals)
+
+
+@pytest.mark.parametrize("transform", [
+    T.Resize(100), T.ResizeShortestEdge(90, 200), T.RandomHorizontalFlip(p=1.0), T.RandomVerticalFlip(p=1.0),
+    T.Expand(p=1.0), T.MinIoURandomCrop(), T.ExpandCropFlipResize(128), T.rcnn_train(96, 200)],
+    ids=lambda t: type(t).__name__)
+@pytest.mark.parametrize("seed", range(3))
+def test_proposals_move_with_the_image_as_boxes_do(transform, seed):
+    image, target = with_proposals()
+    torch.manual_seed(seed)
+    out_image, out = transform(image, target)
+    assert_boxes_among_proposals(out)
+    proposals = np.asarray(out["proposals"])
+    h, w = out_image.shape[-2:] if isinstance(out_image, torch.Tensor) else out_image.shape[:2]
+    assert (proposals[:, 2:] > proposals[:, :2]).all()
+    assert (proposals >= 0).all() and (proposals[:, 0::2] <= w).all() and (proposals[:, 1::2] <= h).all()
+    assert np.array_equal(target["proposals"], with_proposals()[1]["proposals"])  # the input is left alone
+
+
+def test_a_crop_drops_the_proposals_it_cuts_away():
+    image, target = with_proposals()
+    _, out = T.MinIoURandomCrop._crop(image, target, np.array([0, 0, 40, 45]), np.array([True, False, False]))
+    # Box 1's proposal is inside; box 2's (x 40..75) has no width left and goes; box 3's is cut to
+    # y 40..45 and the whole-image one to the crop (proposals stay even where their objects go).
+    assert out["proposals"].tolist() == [[5, 5, 25, 30], [0, 40, 10, 45], [0, 0, 40, 45], [30, 30, 35, 36]]
+    assert out["labels"].tolist() == [1]

@@ -1,6 +1,7 @@
 """engine/build.py: the learning-rate schedule, the optimizer and the model
 builder, on hand-made inputs."""
 import math
+import os
 
 import numpy as np
 import pytest
@@ -130,3 +131,28 @@ def test_training_augmentation_presets(augment, expected):
         assert sizes == {(48, 96), (50, 100)}
     else:
         assert sizes == {(64, 64)}
+
+
+def test_the_training_split_gets_proposals_computed_once_or_from_a_file(tmp_path):
+    from detkit.config import Config, DataConfig, ShapesConfig
+    from detkit.data import proposals as P
+    from detkit.engine.build import build_datasets
+
+    data = DataConfig(format="shapes", root=str(tmp_path / "shapes"), augment="rcnn", min_size=[64], max_size=64,
+                      proposals="selective_search", max_proposals=25,
+                      shapes=ShapesConfig(num_train=3, num_val=2, image_size=64))
+    splits = build_datasets(Config(data=data))
+    cache = os.path.join(os.path.dirname(splits.train.ann_file), "proposals",
+                         "instances_train_selective_search_fast_25.npz")
+    cached = P.load_proposals(cache)
+    assert sorted(cached) == sorted(splits.train.ids) and all(len(b) <= 25 for b, _ in cached.values())
+    assert "proposals" in splits.train[0][1] and "proposals" not in splits.val[0][1]
+    assert build_datasets(Config(data=data), proposals=False).train.proposals is None
+    P.save_proposals(tmp_path / "mine.npz", {i: (torch.tensor([[1.0, 2.0, 30.0, 40.0]]), torch.ones(1))
+                                             for i in splits.train.ids})
+    data.proposals = str(tmp_path / "mine.npz")
+    from_file = build_datasets(Config(data=data)).train
+    assert from_file.proposals(from_file.ids[0]).tolist() == [[1.0, 2.0, 30.0, 40.0]]
+    data.proposals = "nope.npz"
+    with pytest.raises(FileNotFoundError, match="nope.npz"):
+        build_datasets(Config(data=data))

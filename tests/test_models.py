@@ -13,7 +13,8 @@ from detkit.models import ModelOptionError, RCNNOptions, SSDOptions
 # A value other than every model's default, per option. "width" and the sizes stay small
 # so that building ~300 models is quick.
 OTHER_VALUE = {
-    "width": 0.125, "size": 160, "trainable_backbone_layers": 2, "frozen_bn": "flip", "roi_pool": "pool",
+    "width": 0.125, "size": 160, "trainable_backbone_layers": 2, "frozen_bn": "flip",
+    "roi_pool": lambda default: "align" if default == "pool" else "pool",
     "score_thresh": 0.3, "nms_thresh": 0.33, "detections_per_img": 7, "topk_candidates": 9, "iou_thresh": 0.6,
     "positive_fraction": 0.4, "channels_last": True, "min_size": 224, "max_size": 288,
     "rpn_pre_nms_top_n": (77, 66), "rpn_post_nms_top_n": (55, 44), "rpn_nms_thresh": 0.6,
@@ -21,6 +22,8 @@ OTHER_VALUE = {
     "rpn_positive_fraction": 0.3, "rpn_score_thresh": 0.01, "fg_iou_thresh": 0.55, "bg_iou_thresh": 0.4,
     "batch_size_per_image": 33, "anchor_sizes": "halve", "bbox_reg_weights": (1.0, 2.0, 3.0, 4.0),
     "scales": lambda default: [s * 0.9 for s in default],
+    "crop_size": 96, "context": 5.0, "max_proposals": 300, "proposal_mode": "quality", "bg_iou_low": 0.05,
+    "reg_iou_thresh": 0.7,
 }
 BASE = {"width": 0.25}  # every model is built this small, except when width itself is the option
 
@@ -80,7 +83,8 @@ def test_every_zoo_option_takes_effect(name, option):
     assert plain != changed, f"{name}: option {option}={value!r} changed nothing"
 
 
-@pytest.mark.parametrize("name", ["fasterrcnn_resnet50_fpn", "fasterrcnn_vgg16", "ssd300_vgg16"])
+@pytest.mark.parametrize("name", ["fasterrcnn_resnet50_fpn", "fasterrcnn_vgg16", "ssd300_vgg16",
+                                  "fastrcnn_resnet18_c4", "rcnn_resnet18_c4"])
 def test_channels_last_reaches_the_detector(name):
     """The two bugs the explicit builders fixed: the flag was dropped (FPN R-CNN)
     or raised a TypeError deep inside RoIHeads (VGG-16 R-CNN)."""

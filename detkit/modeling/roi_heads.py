@@ -2,6 +2,8 @@
 and names), written as short steps instead of one long forward."""
 from __future__ import annotations
 
+from typing import Optional
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -93,8 +95,10 @@ class RoIHeads(nn.Module):
     """Box classification and regression for the proposals.
 
     Training: proposals plus the GT boxes are matched (IoU >= fg_iou_thresh
-    foreground, < bg_iou_thresh background), batch_size_per_image sampled at
-    positive_fraction, cross-entropy + smooth-L1 (beta 1/9). Inference: per
+    foreground, < bg_iou_thresh background, and below bg_iou_low neither:
+    Fast R-CNN's [0.1, 0.5) background), batch_size_per_image sampled at
+    positive_fraction, cross-entropy + smooth-L1 (beta 1/9) on the foreground
+    with IoU >= reg_iou_thresh (R-CNN regresses from 0.6). Inference: per
     class boxes above score_thresh, NMS per class, the best detections_per_img.
     With mask_roi_pool/mask_head/mask_predictor, also per-detection masks
     (Mask R-CNN): binary cross-entropy on the positives' GT masks RoI-aligned
@@ -105,8 +109,9 @@ class RoIHeads(nn.Module):
                  fg_iou_thresh: float = 0.5, bg_iou_thresh: float = 0.5, batch_size_per_image: int = 512,
                  positive_fraction: float = 0.25, bbox_reg_weights=(10.0, 10.0, 5.0, 5.0), score_thresh: float = 0.05,
                  nms_thresh: float = 0.5, detections_per_img: int = 100, mask_roi_pool=None, mask_head=None,
-                 mask_predictor=None):
+                 mask_predictor=None, bg_iou_low: float = 0.0, reg_iou_thresh: float = 0.0):
         super().__init__()
+        self.bg_iou_low, self.reg_iou_thresh = bg_iou_low, reg_iou_thresh
         self.box_roi_pool, self.box_head, self.box_predictor = box_roi_pool, box_head, box_predictor
         self.mask_roi_pool, self.mask_head, self.mask_predictor = mask_roi_pool, mask_head, mask_predictor
         self.matcher = ops.Matcher(fg_iou_thresh, bg_iou_thresh, allow_low_quality_matches=False)
@@ -116,11 +121,11 @@ class RoIHeads(nn.Module):
 
     def forward(self, features: dict[str, Tensor], proposals: list[Tensor], image_sizes, targets=None):
         if self.training:
-            proposals, labels, regression_targets, matched = self.sample_proposals(proposals, targets)
+            proposals, labels, regression_targets, matched, regress = self.sample_proposals(proposals, targets)
         box_features = self.box_head(self.box_roi_pool(features, proposals, image_sizes))
         class_logits, box_regression = self.box_predictor(box_features)
         if self.training:
-            losses = fastrcnn_loss(class_logits, box_regression, labels, regression_targets)
+            losses = fastrcnn_loss(class_logits, box_regression, labels, regression_targets, regress)
             if self.mask_head is not None:
                 losses["loss_mask"] = self.mask_loss(features, proposals, labels, matched, targets, image_sizes)
             return [], losses
@@ -154,33 +159,42 @@ class RoIHeads(nn.Module):
             det["masks"] = mask
 
     def sample_proposals(self, proposals: list[Tensor], targets: list[TensorTarget]):
-        """Adds the GT boxes to the proposals, matches and samples them."""
+        """Adds the GT boxes to the proposals, matches and samples them.
+        Returns per image the sampled proposals, their labels (0 background),
+        regression targets, matched GT indices and whether each is regressed."""
         proposals = [torch.cat((p, t["boxes"].to(p.dtype))) for p, t in zip(proposals, targets)]
-        labels, matched_boxes, matched_index = [], [], []
+        labels, matched_boxes, matched_index, best_iou = [], [], [], []
         for image_proposals, target in zip(proposals, targets):
             gt_boxes, gt_labels = target["boxes"], target["labels"]
             if gt_boxes.numel() == 0:
                 idx = torch.zeros(len(image_proposals), dtype=torch.int64, device=image_proposals.device)
                 image_labels = torch.zeros(len(image_proposals), dtype=torch.int64, device=image_proposals.device)
                 gt_boxes = torch.zeros((1, 4), dtype=image_proposals.dtype, device=image_proposals.device)
+                iou = torch.zeros(len(image_proposals), dtype=image_proposals.dtype, device=image_proposals.device)
             else:
-                matches = self.matcher(ops.box_iou(gt_boxes, image_proposals))
+                overlaps = ops.box_iou(gt_boxes, image_proposals)
+                matches = self.matcher(overlaps)
                 idx = matches.clamp(min=0)
                 image_labels = gt_labels[idx].to(torch.int64)
                 image_labels[matches == ops.Matcher.BELOW_LOW_THRESHOLD] = 0
                 image_labels[matches == ops.Matcher.BETWEEN_THRESHOLDS] = -1
+                iou = overlaps.max(0).values
+                if self.bg_iou_low > 0:  # too far from every object to teach the background (Fast R-CNN)
+                    image_labels[(image_labels == 0) & (iou < self.bg_iou_low)] = -1
             labels.append(image_labels)
             matched_boxes.append(gt_boxes[idx])
             matched_index.append(idx)
+            best_iou.append(iou)
         pos, neg = self.sampler(labels)
         sampled = [torch.where(p | n)[0] for p, n in zip(pos, neg)]
         proposals = [p[s] for p, s in zip(proposals, sampled)]
         labels = [l[s] for l, s in zip(labels, sampled)]
         matched_boxes = [m[s] for m, s in zip(matched_boxes, sampled)]
         matched_index = [m[s] for m, s in zip(matched_index, sampled)]
+        regress = [(l > 0) & (iou[s] >= self.reg_iou_thresh) for l, iou, s in zip(labels, best_iou, sampled)]
         regression_targets = [encode_matched(self.box_coder, m, p, t["boxes"])
                               for m, p, t in zip(matched_boxes, proposals, targets)]
-        return proposals, labels, regression_targets, matched_index
+        return proposals, labels, regression_targets, matched_index, regress
 
     def postprocess(self, class_logits: Tensor, box_regression: Tensor, proposals: list[Tensor], image_sizes):
         counts = [len(p) for p in proposals]
@@ -215,11 +229,14 @@ def paste_masks(detections: list[TensorTarget], original_sizes) -> None:
 
 
 def fastrcnn_loss(class_logits: Tensor, box_regression: Tensor, labels: list[Tensor],
-                  regression_targets) -> dict[str, Tensor]:
+                  regression_targets, regress: Optional[list[Tensor]] = None) -> dict[str, Tensor]:
+    """Cross-entropy over the sampled RoIs; smooth-L1 on the foreground's
+    boxes of their own class (only where `regress`, if given), summed and
+    divided by the number of RoIs, as torchvision."""
     labels = torch.cat(labels, 0)
     targets = torch.cat(list(regression_targets), 0)
     classification = F.cross_entropy(class_logits, labels)
-    positive = torch.where(labels > 0)[0]
+    positive = torch.where(labels > 0 if regress is None else torch.cat(regress, 0))[0]
     per_class = box_regression.reshape(len(labels), box_regression.size(-1) // 4, 4)
     box_loss = F.smooth_l1_loss(per_class[positive, labels[positive]], targets[positive], beta=1 / 9,
                                 reduction="sum") / labels.numel()

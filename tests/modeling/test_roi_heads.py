@@ -77,7 +77,7 @@ def test_sample_proposals_adds_gt_boxes_and_labels_by_iou():
     heads = make_heads(batch_size_per_image=512, positive_fraction=0.25)  # large enough to sample all
     targets = [{"boxes": GT_BOXES, "labels": GT_LABELS}, {"boxes": torch.zeros(0, 4), "labels": torch.zeros(0).long()}]
     lonely = torch.tensor([[5.0, 5, 15, 15]])
-    proposals, labels, regression_targets, matched = heads.sample_proposals([PROPOSALS, lonely], targets)
+    proposals, labels, regression_targets, matched, _ = heads.sample_proposals([PROPOSALS, lonely], targets)
     # The GT boxes join the proposals (indices 7 and 8), matching themselves.
     assert torch.equal(proposals[0], torch.cat([PROPOSALS, GT_BOXES]))
     assert labels[0].tolist() == [3, 3, 3, 0, 1, 0, 0, 3, 1]
@@ -93,7 +93,7 @@ def test_sample_proposals_adds_gt_boxes_and_labels_by_iou():
     assert torch.equal(regression_targets[1], torch.zeros(1, 4))
     # With bg_iou_thresh 0.3, the 0.4 proposal is ignored: never sampled.
     heads = make_heads(bg_iou_thresh=0.3, batch_size_per_image=512, positive_fraction=0.25)
-    proposals, labels, _, _ = heads.sample_proposals([PROPOSALS], targets[:1])
+    proposals, labels, _, _, _ = heads.sample_proposals([PROPOSALS], targets[:1])
     assert torch.equal(proposals[0], torch.cat([PROPOSALS[[0, 1, 2, 4, 5, 6]], GT_BOXES]))
     assert labels[0].tolist() == [3, 3, 3, 1, 0, 0, 3, 1]
 
@@ -111,7 +111,7 @@ def test_sample_proposals_respects_batch_size_and_positive_fraction(num_fg, num_
     background = torch.rand(num_bg, 4, generator=g) * 10 + torch.tensor([70.0, 70, 80, 80])  # IoU 0
     for seed in range(3):
         torch.manual_seed(seed)
-        proposals, labels, _, _ = heads.sample_proposals([torch.cat([foreground, background])],
+        proposals, labels, _, _, _ = heads.sample_proposals([torch.cat([foreground, background])],
                                                           [{"boxes": gt, "labels": torch.tensor([2])}])
         assert ((labels[0] == 2).sum(), (labels[0] == 0).sum()) == (expected_pos, expected_neg)
         # Each sampled proposal has the label its IoU says.

@@ -124,6 +124,24 @@ def test_resnet_backbone_equals_torchvision_resnet():
     assert trainable == {"layer3", "layer4"}
 
 
+def test_resnet_c4_is_torchvision_resnet_up_to_layer3():
+    from detkit.modeling.backbones import ResNetC4
+
+    reference = torchvision.models.resnet18(weights=None).eval()
+    ours = ResNetC4(18)
+    ours.load_imagenet(reference.state_dict())  # layer4 and fc are left out, strictly
+    x = torch.rand(1, 3, 96, 128)
+    with torch.no_grad():
+        r = reference.maxpool(reference.relu(reference.bn1(reference.conv1(x))))
+        expected = reference.layer3(reference.layer2(reference.layer1(r)))
+        assert torch.equal(ours.eval()(x)["c4"], expected)
+    assert expected.shape[-2:] == (6, 8) and ours.strides == {"c4": 16} and not hasattr(ours, "layer4")
+    trainable = {n.split(".")[0] for n, p in ResNetC4(18, trainable_layers=2).named_parameters() if p.requires_grad}
+    assert trainable == {"layer2", "layer3"}
+    with pytest.raises(ValueError, match=r"trainable_layers must be in 0..4, got 5"):
+        ResNetC4(18, trainable_layers=5)
+
+
 @pytest.mark.parametrize("name", ["ssd300_vgg16_small", "ssd300_resnet18_small", "ssd512_vgg16", "ssd300_googlenet",
                                   "ssd300_resnet50"])
 def test_every_ssd_trains_and_detects(name):

@@ -123,3 +123,27 @@ class ResNet(nn.Module):
         if any(isinstance(m, FrozenBatchNorm2d) for m in self.modules()):
             state = {k: v for k, v in state.items() if not k.endswith("num_batches_tracked")}
         self.load_state_dict(state, strict=True)
+
+
+class ResNetC4(ResNet):
+    """ResNet up to layer3 (stride 16), returning {"c4": map}: the one feature
+    map of single-scale R-CNNs (Fast/Faster R-CNN "C4" models, R-CNN's crops).
+
+    Args: as ResNet, but trainable_layers counts layer3, layer2, layer1 and
+    the stem (0-4)."""
+
+    def __init__(self, depth: int = 50, frozen_bn: bool = False, trainable_layers: int = 4, width: float = 1.0):
+        if not 0 <= trainable_layers <= 4:
+            raise ValueError(f"trainable_layers must be in 0..4, got {trainable_layers}")
+        super().__init__(depth, frozen_bn, trainable_layers + 1, width)  # ResNet counts layer4 first
+        del self.layer4
+        del self.out_channels["c5"]
+        self.strides = {"c4": 16}
+
+    def forward(self, x: Tensor) -> "OrderedDict[str, Tensor]":
+        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+        return OrderedDict(c4=self.layer3(self.layer2(self.layer1(x))))
+
+    def load_imagenet(self, state_dict: dict[str, Tensor]) -> None:
+        """Loads a torchvision resnet ImageNet state_dict but its layer4 and fc."""
+        super().load_imagenet({k: v for k, v in state_dict.items() if not k.startswith("layer4.")})

@@ -12,7 +12,8 @@ from detkit.evaluation.voc import STAT_NAMES as VOC_STAT_NAMES
 
 CONFIGS = sorted(glob.glob(os.path.join(os.path.dirname(__file__), "..", "configs", "*.py")))
 REQUIRED = {"ssd300_vgg16_voc", "ssd300_vgg16_coco", "ssd512_vgg16_voc", "fasterrcnn_resnet50_fpn_coco",
-            "maskrcnn_resnet50_fpn_coco", "fasterrcnn_googlenet_fpn_voc", "ssd_shapes", "maskrcnn_shapes"}
+            "maskrcnn_resnet50_fpn_coco", "fasterrcnn_googlenet_fpn_voc", "ssd_shapes", "maskrcnn_shapes",
+            "tinyssd_shapes", "fastrcnn_shapes", "rcnn_shapes", "fasterrcnn_c4_shapes"}
 
 
 def test_every_required_config_exists():
@@ -151,7 +152,8 @@ def test_every_config_builds_its_model(path):
     assert model.num_classes == 4
 
 
-SHAPES_RCNN_CONFIGS = ["fasterrcnn_shapes", "maskrcnn_shapes"]
+SHAPES_RCNN_CONFIGS = ["fasterrcnn_shapes", "maskrcnn_shapes", "fasterrcnn_c4_shapes", "fastrcnn_shapes",
+                       "rcnn_shapes", "tinyssd_shapes"]
 
 
 @pytest.mark.parametrize("name", SHAPES_RCNN_CONFIGS)

@@ -283,3 +283,25 @@ def test_mask_rcnn_checkpoint_through_detect_eval_and_infer(mask_checkpoint, tmp
     with open(tmp_path / "out" / "detections.json") as f:
         detection = json.load(f)[0]["detections"][0]
     assert detection["mask"]["size"] == [96, 96] and isinstance(detection["mask"]["counts"], str)
+
+
+@pytest.mark.parametrize("name", ["rcnn_shapes", "fastrcnn_shapes", "fasterrcnn_c4_shapes", "tinyssd_shapes"])
+def test_lineage_configs_train_evaluate_infer_and_detect(name, shapes_root, tmp_path, capsys):
+    """R-CNN, Fast R-CNN (proposals from the data in training, their own selective
+    search after), single-map Faster R-CNN and TinySSD through every entry point."""
+    from detkit.config import load_config
+    from detkit.engine import train
+
+    config = load_config(os.path.join(REPO, "configs", f"{name}.py"), [
+        f"data.root={shapes_root}", "data.shapes.num_train=8", "data.shapes.num_val=2", "data.batch_size=4",
+        "schedule.epochs=1", "schedule.warmup_iters=1", "processes=1"])
+    train(config, str(tmp_path / "run"), progress=False)
+    checkpoint = str(tmp_path / "run" / "last.pth")
+    image = (np.random.default_rng(0).random((128, 128, 3)) * 255).astype(np.uint8)
+    (result,) = detkit.detect(image, checkpoint, score_threshold=0.0)
+    assert set(result) >= {"boxes", "scores", "labels"} and result["boxes"].shape[-1] == 4
+    assert tool("eval").main([checkpoint, "--out", str(tmp_path / "eval")]) == 0
+    assert "AP50" in capsys.readouterr().out
+    cv2.imwrite(str(tmp_path / "a.png"), image)
+    assert tool("infer").main([checkpoint, str(tmp_path / "a.png"), "--out", str(tmp_path / "out")]) == 0
+    assert os.path.exists(tmp_path / "out" / "detections.json")

@@ -13,6 +13,14 @@ torchvision's. The check before timing: the same labels, scores within 1e-4,
 boxes within 1e-2 px (channels-last rounding, scaled by box sizes), masks
 within 1e-4, losses within 1e-3 relative (FC-layer GEMM rounding on random
 weights). It exits 1 otherwise.
+
+Roofline columns: the FLOPs of one inference per image (torch's
+FlopCounterMode on one eval forward of detkit's model: convolutions and
+matrix products, a multiply-add counting 2, where torchvision's model tables
+count 1; RoI pooling, NMS and elementwise ops are not counted), the
+GFLOP/s detkit achieves (FLOPs / its median inference time), and that as a
+fraction of this machine's fp32 GEMM peak (detkit.machine.gemm_gflops(),
+measured in the same run with the same threads).
 """
 from __future__ import annotations
 
@@ -23,8 +31,10 @@ import time
 
 import torch
 import torchvision
+from torch.utils.flop_counter import FlopCounterMode
 
-from detkit import models
+from detkit import machine, models
+
 
 def _torchvision_rcnn(kind):
     """torchvision's R50-FPN model laid out as its published weights are (FrozenBatchNorm)."""
@@ -60,6 +70,14 @@ def same_detections(ours, theirs) -> bool:
 def same_losses(ours, theirs) -> bool:
     values = {k: (float(ours[k].detach()), float(theirs[k].detach())) for k in theirs}
     return all(abs(a - b) <= 1e-3 * max(1.0, abs(b)) for a, b in values.values())
+
+
+def inference_flops(model, images) -> float:
+    """FLOPs per image of one eval forward of `model`, as FlopCounterMode counts them."""
+    counter = FlopCounterMode(display=False)
+    with torch.no_grad(), counter:
+        model(images)
+    return counter.get_total_flops() / len(images)
 
 
 def train_step(model, images, targets):
@@ -98,10 +116,12 @@ def main() -> int:
     masks[1, 100:400, 300:500] = 1
     targets = [{"boxes": torch.tensor([[10.0, 20, 200, 300], [300, 100, 500, 400]]), "labels": torch.tensor([3, 17]),
                 "masks": masks}]
-    print(f"detkit vs torchvision {torchvision.__version__}, CPU, {args.threads} threads, one 480x640 image\n")
-    print("| model | inference detkit ms | torchvision ms | ratio | train step detkit ms | torchvision ms | ratio "
-          "| outputs |")
-    print("|---|---:|---:|---:|---:|---:|---:|---|")
+    peak = machine.gemm_gflops()
+    print(f"detkit vs torchvision {torchvision.__version__}, CPU, {args.threads} threads, one 480x640 image; "
+          f"fp32 GEMM peak ({machine.GEMM_SIZE}x{machine.GEMM_SIZE} torch.mm) {peak:.1f} GFLOP/s\n")
+    print("| model | inference detkit ms | torchvision ms | ratio | GFLOP/img | detkit GFLOP/s | of GEMM peak "
+          "| train step detkit ms | torchvision ms | ratio | outputs |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
     ok = True
     for name in args.models:
         torchvision_builder, options = MODELS[name]
@@ -111,6 +131,8 @@ def main() -> int:
         ours.eval(), theirs.eval()
         with torch.no_grad():
             same = same_detections(ours(images), theirs(images))
+        flops = inference_flops(ours, images)
+        with torch.no_grad():
             infer = alternate(lambda: ours(images), lambda: theirs(images), args.repeats)
         ours.train(), theirs.train()
         torch.manual_seed(1)
@@ -119,10 +141,13 @@ def main() -> int:
         same &= same_losses(ours_losses, theirs(images, [dict(t) for t in targets]))
         train = alternate(train_step(ours, images, targets), train_step(theirs, images, targets), args.repeats)
         ok &= same
+        achieved = flops / infer[0] / 1e9
         print(f"| {name} | {infer[0] * 1e3:.0f} | {infer[1] * 1e3:.0f} | {infer[0] / infer[1]:.2f}x "
+              f"| {flops / 1e9:.1f} | {achieved:.1f} | {achieved / peak:.0%} "
               f"| {train[0] * 1e3:.0f} | {train[1] * 1e3:.0f} | {train[0] / train[1]:.2f}x "
               f"| {'equal' if same else 'DIFFER'} |")
-    print("\nratio = detkit time / torchvision time (lower is faster)")
+    print("\nratio = detkit time / torchvision time (lower is faster); GFLOP/img: convolutions and matrix "
+          "products of one inference; detkit GFLOP/s = GFLOP/img / detkit's median inference time")
     return 0 if ok else 1
 
 

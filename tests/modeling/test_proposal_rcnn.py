@@ -117,3 +117,24 @@ def test_overfits_a_few_shapes_images_on_selective_search_proposals(name, steps,
         detections = model.eval()(list(images))
     confident = [{k: v[d["scores"] > 0.5] for k, v in d.items()} for d in detections]
     assert recall_at_50(confident, targets) == 1.0
+
+
+@pytest.mark.parametrize("name", ["rcnn_alexnet", "fastrcnn_alexnet", "rcnn_nin", "fastrcnn_nin", "fastrcnn_vgg16",
+                                  "rcnn_vgg16"])
+def test_textbook_and_vgg_bodies_train_and_detect(name):
+    """AlexNet, NiN and VGG-16 as R-CNN / Fast R-CNN feature extractors: a loss
+    that backpropagates into the body, then detections in image pixels."""
+    torch.manual_seed(0)
+    options = {"crop_size": 64} if name.startswith("rcnn") else {}
+    model = models.build(name, num_classes=3, width=0.125, min_size=96, max_size=128, score_thresh=0.0, **options)
+    image = torch.rand(3, 96, 128)
+    target = {"boxes": torch.tensor([[10.0, 10.0, 60.0, 70.0]]), "labels": torch.tensor([2]),
+              "proposals": torch.tensor([[12.0, 8.0, 58.0, 72.0], [0.0, 0.0, 40.0, 40.0]])}
+    losses = model.train()([image], [target])
+    sum(losses.values()).backward()
+    body = model.roi_heads.box_roi_pool.body if name.startswith("rcnn") else model.backbone
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in body.parameters())
+    with torch.no_grad():
+        (detections,) = model.eval()([image], proposals=[target["proposals"]])
+    assert len(detections["boxes"]) > 0
+    assert (detections["boxes"][:, 2] <= 128).all() and (detections["boxes"][:, 3] <= 96).all()

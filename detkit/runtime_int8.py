@@ -18,6 +18,8 @@ feature maps). On x86 CPUs without VNNI instructions the weights use 7 bits
 """
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 import platform
 import tempfile
@@ -98,13 +100,45 @@ def quantize_part(part: nn.Module, inputs: list[tuple]) -> ExportedPart:
 
     import onnx
 
-    with tempfile.TemporaryDirectory(prefix="detkit-int8-") as folder:
+    float_model = inline_identity_initializers(onnx.load_from_string(exported.onnx_bytes))
+    with tempfile.TemporaryDirectory(prefix="detkit-int8-") as folder, _quiet_root_logger():
         output = os.path.join(folder, "int8.onnx")
-        quantize_static(onnx.load_from_string(exported.onnx_bytes), output, Reader(), quant_format=QuantFormat.QDQ,
-                        per_channel=True, reduce_range=not has_vnni(), activation_type=QuantType.QUInt8,
-                        weight_type=QuantType.QInt8)
+        quantize_static(float_model, output, Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
+                        reduce_range=not has_vnni(), activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
         with open(output, "rb") as f:
             return exported.replace(f.read())
+
+
+def inline_identity_initializers(model):
+    """`model` with every Identity of an initializer replaced by a copy of the
+    initializer under the Identity's output name. The exporter keeps one of
+    several equal parameters (e.g. all-zero conv biases) and feeds the others
+    through Identity; the quantiser wants each conv's bias as an initializer
+    (else it leaves the bias in float and the conv unfused)."""
+    graph = model.graph
+    initializers = {t.name: t for t in graph.initializer}
+    outputs = {o.name for o in graph.output}
+    for node in [n for n in graph.node if n.op_type == "Identity" and n.input[0] in initializers]:
+        if node.output[0] in outputs:
+            continue
+        tensor = graph.initializer.add()
+        tensor.CopyFrom(initializers[node.input[0]])
+        tensor.name = node.output[0]
+        graph.node.remove(node)
+    return model
+
+
+@contextlib.contextmanager
+def _quiet_root_logger():
+    """Drops onnxruntime.quantization's advice to pre-process (logged on the root logger for every model)."""
+    def advice(record):
+        return "pre-processing" not in record.getMessage()
+    root = logging.getLogger()
+    root.addFilter(advice)
+    try:
+        yield
+    finally:
+        root.removeFilter(advice)
 
 
 def has_vnni() -> bool:

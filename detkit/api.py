@@ -1,4 +1,5 @@
-"""The one-line entry points: `load_model(checkpoint or zoo name)` and `detect(images, checkpoint or zoo name)`."""
+"""The one-line entry points: `load_model(checkpoint or zoo name)` and `detect(images, checkpoint or zoo name)`,
+either run by an inference runtime of detkit.runtimes ("eager", "fused", ...)."""
 from __future__ import annotations
 
 import os
@@ -8,36 +9,86 @@ import numpy as np
 import torch
 from torch import nn
 
-from . import models
+from . import models, runtimes
 from .config import MASK_MODEL_PREFIX, Config, ConfigError, DataConfig, EvalConfig, ModelConfig
 from .data import read_image
 from .engine.build import build_model
 from .engine.checkpoint import CheckpointError, checkpoint_classes, load_checkpoint, load_model_state
 
 ImageInput = Union[str, os.PathLike, np.ndarray, torch.Tensor, Any]  # Any: a PIL image
+# Sample images for runtimes that calibrate: a folder or glob pattern of images, or a list of images.
+Calibration = Union[str, os.PathLike, Sequence[Any], None]
 
 # detect(images, "model.pth") in a loop must not reload the file for every call: it keeps
-# the one model it loaded last, keyed by (path, file modification time, device), and
-# reloads when any of them changes. clear_model_cache() frees it.
+# the one model it loaded last, keyed by (path, file modification time, device, runtime,
+# calibration), and reloads when any of them changes. clear_model_cache() frees it.
 _MODEL_CACHE: dict[tuple, nn.Module] = {}
+# Calibration images given as objects (arrays, tensors) are keyed by the identity of their
+# list; holding the list here keeps that id from passing to another object meanwhile.
+_CACHE_PINNED: list = []
 
 
 def clear_model_cache() -> None:
     """Frees the model that detect() keeps from the checkpoint path it was last given."""
     _MODEL_CACHE.clear()
+    _CACHE_PINNED.clear()
 
 
-def load_model(checkpoint: Union[str, os.PathLike], device: Optional[Union[str, torch.device]] = None) -> nn.Module:
-    """A model in eval mode on `device` (default: CUDA if available, else the CPU):
+def load_model(checkpoint: Union[str, os.PathLike], device: Optional[Union[str, torch.device]] = None,
+               runtime: str = "eager", calibration: Calibration = None) -> nn.Module:
+    """A model for inference on `device` (default: CUDA if available, else the CPU):
     the one saved in a detkit checkpoint (it carries its config and class names),
     or, given a zoo name with pretrained weights ("fasterrcnn_resnet50_fpn"; see
     detkit.models.pretrained_models()), that model with torchvision's default
     weights and COCO's class names. `model.classes` holds the names (label l is
-    classes[l - 1]); `model.config` the config it was built from."""
+    classes[l - 1]); `model.config` the config it was built from.
+
+    runtime: one of detkit.runtimes.RUNTIMES. "eager" (the default): the model
+        itself in eval mode; "fused": a copy with its BatchNorms folded into the
+        convolutions (outputs change by float rounding only); the others as
+        detkit.runtimes describes. The result is
+        detkit.runtimes.optimize(model, runtime, calibration), keeping
+        .classes and .config.
+    calibration: sample images for runtimes that calibrate (int8): a folder or
+        a glob pattern of images (passed on as the sorted list of their paths),
+        or a list of image paths, arrays or tensors; the other runtimes ignore it.
+    """
+    check_runtime(runtime)
     name = os.fspath(checkpoint)
     model = _pretrained(name) if _is_zoo_name(name) else _from_checkpoint(name)
     device = torch.device(device) if device is not None else _default_device()
-    return model.to(device).eval()
+    return optimized(model.to(device).eval(), runtime, calibration)
+
+
+def check_runtime(runtime: str) -> None:
+    """Raises a ValueError that lists detkit.runtimes.RUNTIMES unless `runtime` is one of them."""
+    if runtime not in runtimes.RUNTIMES:
+        raise ValueError(f"unknown runtime {runtime!r}; available: {', '.join(runtimes.RUNTIMES)}")
+
+
+def optimized(model: nn.Module, runtime: str, calibration: Calibration = None) -> nn.Module:
+    """detkit.runtimes.optimize(model, runtime, calibration), a folder or glob of
+    calibration images expanded to their paths; .classes and .config kept."""
+    check_runtime(runtime)
+    result = runtimes.optimize(model, runtime, calibration_inputs(calibration))
+    for attribute in ("classes", "config"):
+        if hasattr(model, attribute) and not hasattr(result, attribute):
+            setattr(result, attribute, getattr(model, attribute))
+    return result
+
+
+def calibration_inputs(calibration: Calibration) -> Optional[list]:
+    """None, or a list: a folder or glob pattern becomes the sorted paths of its
+    images (an error if there are none); a list is passed on as given."""
+    if calibration is None:
+        return None
+    if isinstance(calibration, (str, os.PathLike)):
+        from .inference import image_files  # detkit.inference imports this module
+
+        return image_files(os.fspath(calibration))
+    if isinstance(calibration, (np.ndarray, torch.Tensor)):
+        raise TypeError("calibration: give a list of images (or a folder or glob), not one array")
+    return list(calibration)
 
 
 def _is_zoo_name(name: str) -> bool:
@@ -75,7 +126,7 @@ def _from_checkpoint(path: str) -> nn.Module:
 
 def detect(images: Union[ImageInput, Sequence[ImageInput]], checkpoint: Union[str, os.PathLike, nn.Module],
            score_threshold: float = 0.5, device: Optional[Union[str, torch.device]] = None,
-           bgr: bool = False) -> list[dict[str, Any]]:
+           bgr: bool = False, runtime: str = "eager", calibration: Calibration = None) -> list[dict[str, Any]]:
     """Runs a detector on one image or a list of images.
 
     images: file paths, H x W x 3 uint8 numpy arrays (RGB; BGR as OpenCV reads
@@ -83,8 +134,14 @@ def detect(images: Union[ImageInput, Sequence[ImageInput]], checkpoint: Union[st
     checkpoint: a detkit checkpoint path, a zoo name with pretrained weights
         ("maskrcnn_resnet50_fpn": torchvision's COCO weights and class names),
         or a model from load_model. The model of the last path or name is kept
-        in memory (one model) until the path, the file or the device changes or
-        clear_model_cache() is called.
+        in memory (one model) until the path, the file, the device, the runtime
+        or the calibration changes or clear_model_cache() is called.
+    runtime, calibration: as in load_model. A model object is run as given
+        with runtime="eager" (the default) and as
+        detkit.runtimes.optimize(model, runtime, calibration) with another
+        runtime: a new copy on every call, so to detect repeatedly optimize once
+        (load_model(checkpoint, runtime=...) or detkit.runtimes.optimize) and
+        pass that model.
     Returns one dict per image: {"boxes": Tensor[N, 4] (x1, y1, x2, y2) in the
     image's pixels, "scores": Tensor[N], "labels": Tensor[N] (1..K),
     "class_names": list[str], and "masks": Tensor[N, 1, H, W] for Mask R-CNN},
@@ -92,29 +149,58 @@ def detect(images: Union[ImageInput, Sequence[ImageInput]], checkpoint: Union[st
     """
     if not 0.0 <= score_threshold <= 1.0:
         raise ValueError(f"score_threshold must be in [0, 1], got {score_threshold}")
-    model = checkpoint if isinstance(checkpoint, nn.Module) else _cached_model(checkpoint, device)
+    check_runtime(runtime)
+    if isinstance(checkpoint, (str, os.PathLike)):
+        model = _cached_model(checkpoint, device, runtime, calibration)
+    else:
+        model = checkpoint if runtime == "eager" else optimized(checkpoint, runtime, calibration)
     classes = getattr(model, "classes", None)
     if classes is None:
         raise ValueError("the model has no .classes; load it with detkit.load_model(checkpoint)")
     single = not isinstance(images, (list, tuple))
     batch = [images] if single else list(images)
-    model_device = next(model.parameters()).device
+    model_device = _model_device(model)
     tensors = [to_tensor(image, bgr, f"images[{n}]").to(model_device) for n, image in enumerate(batch)]
-    model.eval()
+    if isinstance(model, nn.Module):
+        model.eval()
     with torch.no_grad():
         outputs = model(tensors) if tensors else []
     return [_keep(output, classes, score_threshold) for output in outputs]
 
 
-def _cached_model(checkpoint, device) -> nn.Module:
+def _cached_model(checkpoint, device, runtime: str = "eager", calibration: Calibration = None) -> nn.Module:
     name = os.fspath(checkpoint)
     path = name if _is_zoo_name(name) else os.path.abspath(name)
     stamp = os.stat(path).st_mtime_ns if os.path.exists(path) else None
-    key = (path, stamp, str(device))
+    if isinstance(calibration, (str, os.PathLike)):
+        calibration = calibration_inputs(calibration)  # the folder's files now: a changed folder reloads
+    elif calibration is not None and not isinstance(calibration, (list, tuple, np.ndarray, torch.Tensor)):
+        calibration = list(calibration)  # a generator: read once, here
+    key = (path, stamp, str(device), runtime, _calibration_key(calibration))
     if key not in _MODEL_CACHE:
-        _MODEL_CACHE.clear()  # free the old model before loading the new one
-        _MODEL_CACHE[key] = load_model(path, device)
+        clear_model_cache()  # free the old model before loading the new one
+        _MODEL_CACHE[key] = optimized(load_model(path, device), runtime, calibration)
+        _CACHE_PINNED.append(calibration)
     return _MODEL_CACHE[key]
+
+
+def _calibration_key(calibration) -> Optional[tuple]:
+    """Image paths by value; a list of arrays or tensors by its identity."""
+    if calibration is None:
+        return None
+    if not isinstance(calibration, (np.ndarray, torch.Tensor)) and \
+            all(isinstance(item, (str, os.PathLike)) for item in calibration):
+        return ("paths", tuple(os.path.abspath(item) for item in calibration))
+    return ("object", id(calibration))
+
+
+def _model_device(model) -> torch.device:
+    """The device of the model's parameters; a runtime's module without any: its .device, else the CPU."""
+    parameters = model.parameters() if isinstance(model, nn.Module) else iter(())
+    first = next(parameters, None)
+    if first is not None:
+        return first.device
+    return torch.device(getattr(model, "device", "cpu"))
 
 
 def to_tensor(image: ImageInput, bgr: bool = False, name: str = "image") -> torch.Tensor:

@@ -12,6 +12,16 @@ per image out).
     nn.Identity, and, on models with the option, channels-last convolutions.
     Folding is exact algebra (done in float64); outputs change by float
     rounding only. The caller's model is not touched.
+"onnxruntime": a copy whose dense part (SSD: backbone and head; Faster/Mask
+    R-CNN: backbone and RPN head; Fast R-CNN: backbone; R-CNN: the per-crop
+    CNN) is exported to ONNX with dynamic batch, height and width and run by
+    ONNX Runtime's CPU provider with all graph optimisations; the transform,
+    anchors, decoding, NMS and RoI heads stay detkit's. Any image size works
+    without re-export. See detkit.runtime_ort. Needs onnxruntime.
+"int8": as "onnxruntime", with the dense part quantised after training
+    (QDQ, per-channel int8 weights, uint8 activations) on `calibration`
+    images passed through the model's own transform. See detkit.runtime_int8.
+    Needs onnxruntime and onnx.
 
 A norm is folded only where the conv's output feeds nothing but the norm:
 adjacent in an nn.Sequential, or (any other module) as torch.fx traces the
@@ -32,19 +42,28 @@ from torchvision.ops import FrozenBatchNorm2d
 
 __all__ = ["RUNTIMES", "optimize", "fold_batchnorms"]
 
-RUNTIMES = ("eager", "fused")
+RUNTIMES = ("eager", "fused", "onnxruntime", "int8")
 NORMS = (nn.BatchNorm2d, nn.SyncBatchNorm, FrozenBatchNorm2d)
 
 
 def optimize(model: nn.Module, runtime: str = "eager", calibration: Optional[Iterable] = None) -> nn.Module:
     """`model` for inference with `runtime` (one of RUNTIMES; see the module
-    docstring). calibration: sample inputs for runtimes that calibrate;
-    "eager" and "fused" do not use it."""
+    docstring). calibration: images for runtimes that calibrate ('int8': a list
+    of image paths, HxWx3 uint8 RGB arrays or float Tensor[3, H, W] in [0, 1]);
+    the others do not use it."""
     if runtime not in RUNTIMES:
         raise ValueError(f"unknown runtime {runtime!r}; available: {', '.join(RUNTIMES)}")
     if runtime == "eager":
         return model.eval()
-    return _fused(model)
+    if runtime == "fused":
+        return _fused(model)
+    if runtime == "onnxruntime":
+        from .runtime_ort import optimize_onnxruntime
+
+        return optimize_onnxruntime(model)
+    from .runtime_int8 import optimize_int8
+
+    return optimize_int8(model, calibration)
 
 
 def _fused(model: nn.Module) -> nn.Module:

@@ -1,4 +1,5 @@
 import os
+import re
 
 import cv2
 import numpy as np
@@ -6,6 +7,7 @@ import pytest
 import torch
 
 import detkit
+from detkit import api
 from detkit.data import read_image
 from detkit.engine import CheckpointError, load_checkpoint, save_checkpoint
 
@@ -120,3 +122,94 @@ def test_bad_checkpoints_are_named(checkpoint, tmp_path):
     save_checkpoint(invalid, {k: v for k, v in state.items() if k not in ("format", "version")})
     with pytest.raises(CheckpointError, match="invalid.pth: its config is invalid.*solver.nope"):
         detkit.load_model(invalid)
+
+
+def assert_close_detections(a, b):
+    """The same detections up to the float rounding of another runtime or batch:
+    labels and class names equal, boxes within 0.01 px, scores within 1e-4."""
+    assert a["boxes"].shape == b["boxes"].shape
+    assert torch.equal(a["labels"], b["labels"]) and a["class_names"] == b["class_names"]
+    torch.testing.assert_close(a["boxes"], b["boxes"], rtol=0, atol=1e-2)
+    torch.testing.assert_close(a["scores"], b["scores"], rtol=0, atol=1e-4)
+
+
+def has_batchnorm(model):
+    return any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())
+
+
+def test_load_model_and_detect_run_the_fused_runtime_like_eager(checkpoint, images):
+    eager = detkit.load_model(checkpoint, "cpu")
+    fused = detkit.load_model(checkpoint, "cpu", runtime="fused")
+    assert fused is not eager and not fused.training
+    assert has_batchnorm(eager) and not has_batchnorm(fused)
+    assert fused.classes == eager.classes and fused.config == eager.config
+    expected = detkit.detect(images, eager, score_threshold=0.05)
+    assert sum(len(r["scores"]) for r in expected) > 0
+    runs = {
+        "load_model(runtime='fused')": detkit.detect(images, fused, score_threshold=0.05),
+        "detect(path, runtime='fused')": detkit.detect(images, checkpoint, score_threshold=0.05, device="cpu",
+                                                      runtime="fused"),
+        # a model object with another runtime: optimized (a copy) for the call; the caller's model untouched
+        "detect(model, runtime='fused')": detkit.detect(images, eager, score_threshold=0.05, runtime="fused"),
+    }
+    assert has_batchnorm(eager)
+    for name, results in runs.items():
+        assert len(results) == len(expected), name
+        for got, want in zip(results, expected):
+            assert_close_detections(got, want)
+
+
+def test_unknown_runtimes_are_named(checkpoint, images):
+    from detkit.runtimes import RUNTIMES
+
+    message = re.escape(f"unknown runtime 'turbo'; available: {', '.join(RUNTIMES)}")
+    with pytest.raises(ValueError, match=message):
+        detkit.load_model(checkpoint, "cpu", runtime="turbo")
+    with pytest.raises(ValueError, match=message):
+        detkit.detect(images[0], checkpoint, runtime="turbo")
+    model = detkit.load_model(checkpoint, "cpu")
+    with pytest.raises(ValueError, match=message):
+        detkit.detect(images[0], model, runtime="turbo")
+
+
+def test_detect_keeps_one_model_per_runtime(checkpoint, images):
+    api.clear_model_cache()
+    try:
+        eager = detkit.detect(images[0], checkpoint, score_threshold=0.05, device="cpu")[0]
+        (eager_model,) = api._MODEL_CACHE.values()
+        fused = detkit.detect(images[0], checkpoint, score_threshold=0.05, device="cpu", runtime="fused")[0]
+        (fused_model,) = api._MODEL_CACHE.values()  # one model: the runtime is part of the key
+        assert fused_model is not eager_model and has_batchnorm(eager_model) and not has_batchnorm(fused_model)
+        detkit.detect(images[0], checkpoint, score_threshold=0.05, device="cpu", runtime="fused")
+        assert next(iter(api._MODEL_CACHE.values())) is fused_model  # not reloaded
+        assert_close_detections(fused, eager)
+    finally:
+        api.clear_model_cache()
+
+
+def test_calibration_images_reach_the_runtime_as_a_list_of_paths(checkpoint, images, tmp_path, monkeypatch):
+    import shutil
+
+    from detkit import runtimes
+
+    folder = tmp_path / "calibration"
+    folder.mkdir()
+    for path in images:
+        shutil.copy(path, folder)
+    (folder / "notes.txt").write_text("not an image")
+    seen = []
+
+    def optimize(model, runtime="eager", calibration=None):
+        seen.append(calibration)
+        return model.eval()
+
+    monkeypatch.setattr(runtimes, "optimize", optimize)
+    expected = sorted(str(folder / os.path.basename(p)) for p in images)
+    detkit.load_model(checkpoint, "cpu", calibration=str(folder))
+    detkit.load_model(checkpoint, "cpu", calibration=str(folder / "*.jpg"))
+    detkit.load_model(checkpoint, "cpu", calibration=expected[:1])
+    assert seen == [expected, expected, expected[:1]]
+    with pytest.raises(FileNotFoundError, match="missing"):
+        detkit.load_model(checkpoint, "cpu", calibration=str(tmp_path / "missing"))
+    with pytest.raises(ValueError, match="matches no images"):
+        detkit.load_model(checkpoint, "cpu", calibration=str(folder / "*.png"))

@@ -305,3 +305,103 @@ def test_lineage_configs_train_evaluate_infer_and_detect(name, shapes_root, tmp_
     cv2.imwrite(str(tmp_path / "a.png"), image)
     assert tool("infer").main([checkpoint, str(tmp_path / "a.png"), "--out", str(tmp_path / "out")]) == 0
     assert os.path.exists(tmp_path / "out" / "detections.json")
+
+
+def infer_records(checkpoint, inputs, out, *options):
+    assert tool("infer").main([checkpoint, *inputs, "--out", str(out), "--device", "cpu", "--no-progress",
+                               "--score-threshold", "0.05", *options]) == 0
+    with open(out / "detections.json") as f:
+        return json.load(f)
+
+
+def assert_same_records(got, expected):
+    """The same files and frames with the same detections, up to rounding:
+    labels and class names equal, boxes within 0.01 px, scores within 1e-4."""
+    assert [(r["file"], r.get("frame")) for r in got] == [(r["file"], r.get("frame")) for r in expected]
+    assert sum(len(r["detections"]) for r in expected) > 0
+    for a, b in zip(got, expected):
+        assert [d["label"] for d in a["detections"]] == [d["label"] for d in b["detections"]], a["file"]
+        assert [d["class_name"] for d in a["detections"]] == [d["class_name"] for d in b["detections"]]
+        if a["detections"]:
+            assert np.allclose([d["box"] for d in a["detections"]], [d["box"] for d in b["detections"]],
+                               rtol=0, atol=0.01 + 1e-9)
+            assert np.allclose([d["score"] for d in a["detections"]], [d["score"] for d in b["detections"]],
+                               rtol=0, atol=1e-4)
+
+
+def test_infer_with_the_fused_runtime_writes_the_detections_of_eager(checkpoint, val_images, tmp_path):
+    folder, names = val_images
+    eager = infer_records(checkpoint, [folder], tmp_path / "eager")
+    fused = infer_records(checkpoint, [folder], tmp_path / "fused", "--runtime", "fused")
+    assert len(eager) == len(names)
+    assert_same_records(fused, eager)
+
+
+def test_infer_batched_and_in_background_threads_equals_one_at_a_time(checkpoint, val_images, tmp_path):
+    folder, names = val_images
+    write_video(tmp_path / "clip.mp4", [cv2.imread(os.path.join(folder, n)) for n in names[:3]])
+    inputs = [os.path.join(folder, names[0]), folder, str(tmp_path / "clip.mp4"), os.path.join(folder, names[1])]
+    alone = infer_records(checkpoint, inputs, tmp_path / "alone", "--batch-size", "1", "--workers", "0")
+    batched = infer_records(checkpoint, inputs, tmp_path / "batched", "--batch-size", "4", "--workers", "2")
+    assert len(alone) == len(names) + 5
+    assert_same_records(batched, alone)
+    # every input drawn, the repeated files under their own names, as one at a time
+    assert sorted(os.listdir(tmp_path / "batched")) == sorted(os.listdir(tmp_path / "alone"))
+    stem = os.path.splitext(names[0])[0]
+    assert {f"{stem}.jpg", f"{stem}_2.jpg", "clip.mp4"} <= set(os.listdir(tmp_path / "batched"))
+    for name in os.listdir(tmp_path / "batched"):
+        assert os.path.getsize(tmp_path / "batched" / name) > 0
+
+
+class _Recorder(torch.nn.Module):
+    """Stands in for a detector: records each call's image sizes; one detection per image."""
+
+    def __init__(self, fixed_size=None):
+        super().__init__()
+        self.weight = torch.nn.Parameter(torch.zeros(1))
+        self.classes, self.calls = ["thing"], []
+        if fixed_size is not None:
+            self.transform = type("Transform", (), {"fixed_size": fixed_size})()
+
+    def forward(self, images):
+        self.calls.append([tuple(image.shape[-2:]) for image in images])
+        return [{"boxes": torch.tensor([[0.0, 0.0, float(image.shape[-1]), float(image.shape[-2])]]),
+                 "scores": torch.ones(1), "labels": torch.ones(1, dtype=torch.int64)} for image in images]
+
+
+def test_folder_batches_take_one_size_unless_the_model_resizes_to_one(tmp_path):
+    from detkit.inference import detect_files, expand_inputs
+
+    sizes = [(8, 8), (8, 8), (8, 8), (12, 8), (8, 8)]
+    for n, (h, w) in enumerate(sizes):
+        cv2.imwrite(str(tmp_path / f"{n}.png"), np.full((h, w, 3), 40 * n, np.uint8))
+    files = expand_inputs([str(tmp_path)])
+    for workers in (0, 2):
+        model = _Recorder()
+        results = list(detect_files(model, files, batch_size=2, workers=workers))
+        assert [frame.path for frame, _ in results] == files
+        assert [r["boxes"][0, 2:].tolist() for _, r in results] == [[w, h] for h, w in sizes]
+        assert model.calls == [[(8, 8)] * 2, [(8, 8)], [(12, 8)], [(8, 8)]]
+        fixed = _Recorder(fixed_size=(8, 8))
+        assert len(list(detect_files(fixed, files, workers=workers))) == 5
+        assert [len(call) for call in fixed.calls] == [5]  # batch of 8 by default
+        fixed.calls.clear()
+        list(detect_files(fixed, files, batch_size=2, workers=workers))
+        assert [len(call) for call in fixed.calls] == [2, 2, 1]
+
+
+def test_infer_names_a_broken_image_and_an_unknown_runtime_in_one_line(checkpoint, val_images, tmp_path):
+    folder, names = val_images
+    inputs = tmp_path / "inputs"
+    inputs.mkdir()
+    for name in names[:3]:
+        cv2.imwrite(str(inputs / name), cv2.imread(os.path.join(folder, name)))
+    (inputs / "zz_broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    result = run_tool("infer.py", checkpoint, str(inputs), "--out", str(tmp_path / "o"), "--workers", "2")
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1].startswith("error: ") and "zz_broken.jpg" in result.stderr
+    result = run_tool("infer.py", checkpoint, str(inputs), "--out", str(tmp_path / "o"), "--runtime", "turbo")
+    from detkit.runtimes import RUNTIMES
+
+    assert result.returncode == 1
+    assert result.stderr.strip() == f"error: unknown runtime 'turbo'; available: {', '.join(RUNTIMES)}"

@@ -1,0 +1,242 @@
+"""The "onnxruntime" runtime of detkit.runtimes: a detector whose dense part
+runs in ONNX Runtime (CPU execution provider, all graph optimisations) while
+everything else (input transform, anchors, box decoding, NMS, RoI heads)
+stays detkit's.
+
+Dense parts, by model type (dotted submodule paths):
+
+    SSD                          backbone, head
+    FasterRCNN (and Mask R-CNN)  backbone, rpn.head
+    ProposalRCNN, Fast R-CNN     backbone
+    ProposalRCNN, R-CNN          roi_heads.box_roi_pool.body (the per-crop CNN)
+
+Each part is exported on its own (torch.onnx's TorchScript exporter, opset
+17) from a deep copy of the model in eval mode, with its BatchNorms folded
+and its weights in NCHW, with the batch, height and width of every input
+dynamic, so any image size runs without re-export. On the copy the part is
+replaced by an `OrtModule` that feeds its inputs to the ONNX Runtime session
+as NCHW-contiguous float32 numpy arrays and rebuilds the part's own output
+structure (an OrderedDict of feature maps, the head's dict, the RPN head's
+pair of lists) from the session's outputs.
+"""
+from __future__ import annotations
+
+import copy
+import io
+import warnings
+from collections import Counter
+from typing import Callable, Iterable, Optional, Sequence
+
+import torch
+from torch import Tensor, nn
+from torch.utils import _pytree as pytree
+
+__all__ = ["OrtModule", "dense_parts", "optimize_onnxruntime", "replace_dense_parts", "import_onnxruntime"]
+
+OPSET = 17
+MAX_CAPTURED_BATCH = 16  # inputs kept per call when capturing (R-CNN's body sees hundreds of crops a call)
+
+
+def import_onnxruntime(runtime: str = "onnxruntime"):
+    """The onnxruntime module, or an ImportError with a one-line install hint."""
+    try:
+        import onnxruntime
+    except ImportError:
+        raise ImportError(f"runtime {runtime!r} needs onnxruntime: pip install onnxruntime") from None
+    return onnxruntime
+
+
+def dense_parts(model: nn.Module, runtime: str = "onnxruntime") -> list[str]:
+    """The dotted paths of `model`'s submodules that run in ONNX Runtime."""
+    from .modeling.proposal_rcnn import ImageAsFeatures, ProposalRCNN, WarpedRegionFeatures
+    from .modeling.rcnn import FasterRCNN
+    from .modeling.ssd import SSD
+
+    if isinstance(model, SSD):
+        return ["backbone", "head"]
+    if isinstance(model, FasterRCNN):
+        return ["backbone", "rpn.head"]
+    if isinstance(model, ProposalRCNN):
+        if not isinstance(model.backbone, ImageAsFeatures):
+            return ["backbone"]
+        if isinstance(model.roi_heads.box_roi_pool, WarpedRegionFeatures):
+            return ["roi_heads.box_roi_pool.body"]
+    raise ValueError(f"runtime {runtime!r} does not know the dense part of a {type(model).__name__} "
+                     "(it knows SSD, FasterRCNN/Mask R-CNN and ProposalRCNN)")
+
+
+def optimize_onnxruntime(model: nn.Module) -> nn.Module:
+    """A copy of `model` whose dense parts run in ONNX Runtime in float32."""
+    return replace_dense_parts(model, "onnxruntime", lambda module, inputs: export_onnx(module, inputs[0]))
+
+
+def replace_dense_parts(model: nn.Module, runtime: str, make_onnx: Callable[[nn.Module, list], "ExportedPart"],
+                        images: Optional[Sequence[Tensor]] = None) -> nn.Module:
+    """A deep copy of `model` (eval mode, norms folded) with each dense part
+    replaced by an OrtModule of make_onnx(part, the inputs it took while the
+    copy ran on `images`, one example images when None)."""
+    from .runtimes import fold_batchnorms
+
+    import_onnxruntime(runtime)
+    paths = dense_parts(model, runtime)
+    twin = copy.deepcopy(model).eval()
+    channels_last = getattr(twin, "channels_last", False)
+    if channels_last:
+        twin.channels_last = False  # the parts export from NCHW weights and are captured with NCHW inputs
+    fold_batchnorms(twin)  # norms left unfolded export as BatchNormalization, which ORT fuses itself
+    for path in paths:
+        twin.get_submodule(path).to(memory_format=torch.contiguous_format)
+    inputs = capture_inputs(twin, paths, images) if images is not None else capture_example_inputs(twin, paths)
+    for path in paths:
+        part = twin.get_submodule(path)
+        replacement = OrtModule(make_onnx(part, inputs[path]))
+        if hasattr(part, "out_channels"):
+            replacement.out_channels = part.out_channels
+        twin.set_submodule(path, replacement)
+    if channels_last and not all(isinstance(m, OrtModule) for m in twin._conv_modules()):
+        twin.channels_last = True  # what stays in torch (e.g. a mask head) runs channels-last as before
+    return twin
+
+
+def capture_example_inputs(model: nn.Module, paths: Iterable[str]) -> dict[str, list[tuple]]:
+    """capture_inputs on one random 240x320 image (with two fixed proposals for
+    a ProposalRCNN, whose selective search would take a while)."""
+    from .modeling.proposal_rcnn import ProposalRCNN
+
+    image = torch.rand(3, 240, 320, generator=torch.Generator().manual_seed(0))
+    if not isinstance(model, ProposalRCNN):
+        return capture_inputs(model, paths, [image])
+    proposals = torch.tensor([[32.0, 24.0, 192.0, 168.0], [96.0, 48.0, 288.0, 216.0]])
+    return capture_inputs(model, paths, [image], call=lambda images: model(images, proposals=[proposals]))
+
+
+@torch.no_grad()
+def capture_inputs(model: nn.Module, paths: Iterable[str], images: Sequence[Tensor],
+                   call: Optional[Callable] = None) -> dict[str, list[tuple]]:
+    """The positional inputs each submodule at `paths` takes while `model`
+    (or `call`) runs on each image alone, as single-image inference does;
+    cloned, at most MAX_CAPTURED_BATCH of a batch."""
+    captured: dict[str, list[tuple]] = {path: [] for path in paths}
+
+    def keep(t):
+        return t[:MAX_CAPTURED_BATCH].detach().float().contiguous().clone() if isinstance(t, Tensor) else t
+
+    def hook(path):
+        return lambda module, args: captured[path].append(pytree.tree_map(keep, args))
+    handles = [model.get_submodule(path).register_forward_pre_hook(hook(path)) for path in captured]
+    try:
+        for image in images:
+            (call or model)([image])
+    finally:
+        for handle in handles:
+            handle.remove()
+    for path, inputs in captured.items():
+        if not inputs:
+            raise RuntimeError(f"{type(model).__name__}.{path} was not called on the images")
+    return captured
+
+
+class ExportedPart:
+    """An ONNX model of one part and the pytree specs of its inputs and outputs."""
+
+    def __init__(self, onnx_bytes: bytes, in_spec, out_spec, input_names: list[str], output_names: list[str]):
+        self.onnx_bytes, self.in_spec, self.out_spec = onnx_bytes, in_spec, out_spec
+        self.input_names, self.output_names = input_names, output_names
+
+    def replace(self, onnx_bytes: bytes) -> "ExportedPart":
+        return ExportedPart(onnx_bytes, self.in_spec, self.out_spec, self.input_names, self.output_names)
+
+
+class _Flat(nn.Module):
+    """A part called on flat tensors, returning a flat tuple (what the exporter takes)."""
+
+    def __init__(self, part: nn.Module, in_spec, out_spec=None):
+        super().__init__()
+        self.part, self.in_spec, self.out_spec = part, in_spec, out_spec
+
+    def forward(self, *leaves: Tensor) -> tuple[Tensor, ...]:
+        outputs, self.out_spec = pytree.tree_flatten(self.part(*pytree.tree_unflatten(list(leaves), self.in_spec)))
+        return tuple(outputs)
+
+
+@torch.no_grad()
+def export_onnx(part: nn.Module, args: tuple) -> ExportedPart:
+    """`part` (eval mode) as ONNX for inputs like `args`: every dimension of
+    every input dynamic but the channels (dim 1), every output dimension dynamic."""
+    leaves, in_spec = pytree.tree_flatten(tuple(args))
+    if not leaves or not all(isinstance(t, Tensor) and t.is_floating_point() for t in leaves):
+        raise TypeError(f"{type(part).__name__}: only float tensor inputs can be exported")
+    leaves = [t.float().contiguous() for t in leaves]
+    flat = _Flat(part.eval(), in_spec)
+    outputs = flat(*leaves)
+    input_names = [f"input{i}" for i in range(len(leaves))]
+    output_names = [f"output{i}" for i in range(len(outputs))]
+    dynamic = {name: [d for d in range(t.dim()) if d != 1] for name, t in zip(input_names, leaves)}
+    dynamic.update({name: list(range(t.dim())) for name, t in zip(output_names, outputs)})
+    buffer = io.BytesIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        warnings.simplefilter("ignore", FutureWarning)
+        warnings.simplefilter("ignore", DeprecationWarning)
+        warnings.simplefilter("ignore", UserWarning)
+        torch.onnx.export(flat, tuple(leaves), buffer, dynamo=False, opset_version=OPSET, do_constant_folding=True,
+                          input_names=input_names, output_names=output_names, dynamic_axes=dynamic)
+    return ExportedPart(buffer.getvalue(), in_spec, flat.out_spec, input_names, output_names)
+
+
+def session_options(ort):
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.intra_op_num_threads = torch.get_num_threads()
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    return options
+
+
+class OrtModule(nn.Module):
+    """One exported part run by an ONNX Runtime CPU session, called with the
+    part's own arguments and returning the part's own output structure
+    (torch tensors on the inputs' device). The session is made on the first
+    call (intra-op threads: torch.get_num_threads() then); copies and pickles
+    carry the ONNX model and make their own session."""
+
+    def __init__(self, exported: ExportedPart):
+        super().__init__()
+        self.exported = exported
+        self._session = None
+
+    @property
+    def onnx_bytes(self) -> bytes:
+        return self.exported.onnx_bytes
+
+    def session(self):
+        if self._session is None:
+            ort = import_onnxruntime()
+            self._session = ort.InferenceSession(self.exported.onnx_bytes, session_options(ort),
+                                                 providers=["CPUExecutionProvider"])
+        return self._session
+
+    def forward(self, *args):
+        leaves, spec = pytree.tree_flatten(args)
+        if spec != self.exported.in_spec:
+            raise ValueError(f"OrtModule was exported for inputs structured as {self.exported.in_spec}, got {spec}")
+        device = leaves[0].device
+        feed = {name: t.detach().to("cpu", torch.float32).contiguous().numpy()
+                for name, t in zip(self.exported.input_names, leaves)}
+        outputs = self.session().run(self.exported.output_names, feed)
+        return pytree.tree_unflatten([torch.from_numpy(o).to(device) for o in outputs], self.exported.out_spec)
+
+    def op_counts(self) -> Counter:
+        """How many nodes of each ONNX op type the exported model holds (needs the onnx package)."""
+        import onnx
+
+        return Counter(node.op_type for node in onnx.load_from_string(self.exported.onnx_bytes).graph.node)
+
+    def __getstate__(self):
+        state = super().__getstate__()
+        state["_session"] = None
+        return state
+
+    def extra_repr(self) -> str:
+        return f"onnx={len(self.exported.onnx_bytes) / 1e6:.1f} MB, inputs={len(self.exported.input_names)}, " \
+               f"outputs={len(self.exported.output_names)}"

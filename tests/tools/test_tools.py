@@ -314,19 +314,24 @@ def infer_records(checkpoint, inputs, out, *options):
         return json.load(f)
 
 
-def assert_same_records(got, expected):
-    """The same files and frames with the same detections, up to rounding:
-    labels and class names equal, boxes within 0.01 px, scores within 1e-4."""
+def assert_same_records(got, expected, threshold=0.05):
+    """The same files and frames with the same detections, up to rounding and in
+    any order (rounding may swap near-equal scores): one-to-one, the same label
+    and class name, boxes within 0.01 px, scores within 1e-4; only detections
+    within 1e-4 of the score threshold may be missing on one side."""
     assert [(r["file"], r.get("frame")) for r in got] == [(r["file"], r.get("frame")) for r in expected]
     assert sum(len(r["detections"]) for r in expected) > 0
     for a, b in zip(got, expected):
-        assert [d["label"] for d in a["detections"]] == [d["label"] for d in b["detections"]], a["file"]
-        assert [d["class_name"] for d in a["detections"]] == [d["class_name"] for d in b["detections"]]
-        if a["detections"]:
-            assert np.allclose([d["box"] for d in a["detections"]], [d["box"] for d in b["detections"]],
-                               rtol=0, atol=0.01 + 1e-9)
-            assert np.allclose([d["score"] for d in a["detections"]], [d["score"] for d in b["detections"]],
-                               rtol=0, atol=1e-4)
+        for one, other in ((a["detections"], b["detections"]), (b["detections"], a["detections"])):
+            free = list(other)
+            for d in one:
+                same = [o for o in free if (o["label"], o["class_name"]) == (d["label"], d["class_name"])
+                        and np.abs(np.subtract(o["box"], d["box"])).max() <= 0.01 + 1e-9
+                        and abs(o["score"] - d["score"]) <= 1e-4]
+                if same:
+                    free.remove(same[0])
+                else:
+                    assert abs(d["score"] - threshold) <= 1e-4, (a["file"], d)
 
 
 def test_infer_with_the_fused_runtime_writes_the_detections_of_eager(checkpoint, val_images, tmp_path):

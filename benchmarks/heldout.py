@@ -30,6 +30,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=HELD_OUT_SEED, help="the fresh set's seed (default: %(default)s)")
     parser.add_argument("--root", default=os.path.join(REPO, "datasets", "shapes_heldout"),
                         help="where the fresh set is generated once (default: %(default)s)")
+    parser.add_argument("--runtimes", nargs="+", default=["eager"],
+                        help="detkit.runtimes to score the checkpoint with (default: eager)")
+    parser.add_argument("--calibration", type=int, default=32,
+                        help="training images that calibrate int8 (default: %(default)s)")
     return parser.parse_args(argv)
 
 
@@ -45,12 +49,27 @@ def fresh_set(data, root: str, images: int, seed: int):
     return prepare_shapes(dataclasses.replace(data, root=root, shapes=spec))
 
 
-def score(checkpoint: str, root: str, images: int, seed: int) -> dict[str, dict[str, float]]:
-    """{"bbox": stats, "segm"?: stats} of the checkpoint on the fresh set."""
+def calibration_images(config, count: int) -> list[str]:
+    """The first `count` images of the checkpoint's own training split (int8's calibration set)."""
+    from detkit.engine.build import prepare_shapes
+
+    shapes = prepare_shapes(config.data)
+    with open(shapes.coco_train) as f:
+        names = sorted(image["file_name"] for image in json.load(f)["images"])
+    return [os.path.join(shapes.image_root, name) for name in names[:count]]
+
+
+def score(checkpoint: str, root: str, images: int, seed: int, runtime: str = "eager",
+          calibration: int = 32) -> dict[str, dict[str, float]]:
+    """{"bbox": stats, "segm"?: stats} of the checkpoint, run by `runtime` (int8:
+    calibrated on `calibration` training images), on the fresh set."""
     from detkit.api import load_model
     from detkit.engine.report import evaluate_model
 
     model = load_model(checkpoint, "cpu")
+    if runtime != "eager":
+        model = load_model(checkpoint, "cpu", runtime=runtime,
+                           calibration=calibration_images(model.config, calibration) if runtime == "int8" else None)
     paths = fresh_set(model.config.data, root, images, seed)
     iou_types = ["bbox", "segm"] if model.config.eval.iou_type == "segm" else ["bbox"]
     results = {}
@@ -66,11 +85,16 @@ def score(checkpoint: str, root: str, images: int, seed: int) -> dict[str, dict[
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    results = score(args.checkpoint, args.root, args.images, args.seed)
+    results = {runtime: score(args.checkpoint, args.root, args.images, args.seed, runtime, args.calibration)
+               for runtime in args.runtimes}
     print(f"\nheld-out Shapes set (seed {args.seed}, {args.images} images): {args.checkpoint}")
-    print("| iou type | AP50 | AP | AP75 |\n|---|---:|---:|---:|")
-    for iou_type, stats in results.items():
-        print(f"| {iou_type} | {stats['AP50']:.3f} | {stats['AP']:.3f} | {stats['AP75']:.3f} |")
+    print("| runtime | iou type | AP50 | AP | AP75 | AP change vs the first runtime |\n|---|---|---:|---:|---:|---:|")
+    first = results[args.runtimes[0]]
+    for runtime, by_type in results.items():
+        for iou_type, stats in by_type.items():
+            change = 100 * (stats["AP"] - first[iou_type]["AP"])
+            print(f"| {runtime} | {iou_type} | {stats['AP50']:.3f} | {stats['AP']:.3f} | {stats['AP75']:.3f} | "
+                  f"{change:+.2f} points |")
     return 0
 
 

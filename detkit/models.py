@@ -6,6 +6,7 @@ per name, each with its real keyword arguments.
     model = detkit.models.build("fasterrcnn_resnet50_fpn", num_classes=4, weights="DEFAULT")  # to fine-tune
     model = detkit.models.build("ssd300_resnet50", backbone_weights="IMAGENET1K_V1")
     detkit.models.load_weights(model, "ssd300_vgg16_coco.pth")   # a torchvision file or a detkit checkpoint
+    fast = detkit.models.optimize(model, runtime="int8", calibration=images)  # see detkit.runtimes
 
 `detkit.modeling` holds the parts (backbones, FPN, RPN, RoI heads, SSD); this
 module assembles them under torchvision's names. Every builder takes the
@@ -42,11 +43,12 @@ from .modeling.rpn import RegionProposalNetwork, RPNHead
 from .modeling.ssd import SSD
 from .modeling.ssd_neck import SSDNeck
 from .modeling.tinyssd import TinySSD
+from .runtimes import RUNTIMES, optimize
 from .weights import (PRETRAINED_MODELS, WeightsError, fetch_state_dict, is_weights_name, load_state, load_weights,
                       read_weights, resolve_weights)
 
 __all__ = ["build", "list_models", "model_options", "pretrained_models", "load_weights", "SSDOptions", "RCNNOptions",
-           "ProposalOptions", "TinySSDOptions", "ModelOptionError"]
+           "ProposalOptions", "TinySSDOptions", "ModelOptionError", "optimize", "RUNTIMES"]
 
 PathLike = Union[str, os.PathLike]
 

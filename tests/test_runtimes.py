@@ -416,3 +416,9 @@ def test_int8_names_a_bad_calibration_image(bad, message):
 def test_a_model_without_a_known_dense_part_is_refused(runtime):
     with pytest.raises(ValueError, match=f"runtime '{runtime}' does not know the dense part of a TinySSD"):
         runtimes.optimize(TinySSD(3, size=64), runtime, calibration=[torch.rand(3, 64, 64)])
+
+
+def test_the_model_zoo_offers_optimize():
+    from detkit import models, runtimes
+
+    assert models.optimize is runtimes.optimize and models.RUNTIMES == runtimes.RUNTIMES

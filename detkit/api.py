@@ -53,23 +53,16 @@ def load_model(checkpoint: Union[str, os.PathLike], device: Optional[Union[str, 
         a glob pattern of images (passed on as the sorted list of their paths),
         or a list of image paths, arrays or tensors; the other runtimes ignore it.
     """
-    check_runtime(runtime)
+    runtimes.check_runtime(runtime)  # before anything is loaded
     name = os.fspath(checkpoint)
     model = _pretrained(name) if _is_zoo_name(name) else _from_checkpoint(name)
     device = torch.device(device) if device is not None else _default_device()
     return optimized(model.to(device).eval(), runtime, calibration)
 
 
-def check_runtime(runtime: str) -> None:
-    """Raises a ValueError that lists detkit.runtimes.RUNTIMES unless `runtime` is one of them."""
-    if runtime not in runtimes.RUNTIMES:
-        raise ValueError(f"unknown runtime {runtime!r}; available: {', '.join(runtimes.RUNTIMES)}")
-
-
 def optimized(model: nn.Module, runtime: str, calibration: Calibration = None) -> nn.Module:
     """detkit.runtimes.optimize(model, runtime, calibration), a folder or glob of
     calibration images expanded to their paths; .classes and .config kept."""
-    check_runtime(runtime)
     result = runtimes.optimize(model, runtime, calibration_inputs(calibration))
     for attribute in ("classes", "config"):
         if hasattr(model, attribute) and not hasattr(result, attribute):
@@ -149,7 +142,7 @@ def detect(images: Union[ImageInput, Sequence[ImageInput]], checkpoint: Union[st
     """
     if not 0.0 <= score_threshold <= 1.0:
         raise ValueError(f"score_threshold must be in [0, 1], got {score_threshold}")
-    check_runtime(runtime)
+    runtimes.check_runtime(runtime)  # before anything is loaded
     if isinstance(checkpoint, (str, os.PathLike)):
         model = _cached_model(checkpoint, device, runtime, calibration)
     else:

@@ -527,17 +527,22 @@ def fasterrcnn_googlenet_fpn(num_classes: int = 91, *, width: float = 1.0,
     return _rcnn_fpn(body, ("c3", "c4", "c5"), num_classes, backbone_weights, width, False, detector)
 
 
+def _single_map_pool(feature: str, roi_pool: str) -> SingleScaleRoIPool:
+    """7x7 features of each box on the stride-16 map `feature`: "align" (RoIAlign) or "pool" (RoIPool)."""
+    if roi_pool not in ("align", "pool"):
+        raise ValueError(f"roi_pool must be 'align' or 'pool', got {roi_pool!r}")
+    return SingleScaleRoIPool(feature, 7, 1 / 16, align=roi_pool == "align")
+
+
 def _single_map_faster(body: nn.Module, feature: str, num_classes: int, backbone_weights: Optional[PathLike],
                        hidden: int, default_anchors: tuple[int, ...], roi_pool: str,
                        detector: RCNNOptions) -> FasterRCNN:
     """Faster R-CNN on one stride-16 map: the RPN's anchors (ratios 0.5-2) and
     7x7 RoIAlign (or RoIPool) features for two `hidden`-d layers."""
-    if roi_pool not in ("align", "pool"):
-        raise ValueError(f"roi_pool must be 'align' or 'pool', got {roi_pool!r}")
+    pool = _single_map_pool(feature, roi_pool)
     _backbone_weights(body, backbone_weights)
     channels = body.out_channels[feature]
     anchors = ops.AnchorGenerator((tuple(detector.anchor_sizes or default_anchors),), ((0.5, 1.0, 2.0),))
-    pool = SingleScaleRoIPool(feature, 7, 1 / 16, align=roi_pool == "align")
     roi_heads = _roi_heads(pool, channels, hidden, num_classes, detector)
     return FasterRCNN(body, _rpn(anchors, channels, detector), roi_heads, num_classes, min_size=detector.min_size,
                       max_size=detector.max_size, image_mean=body.image_mean, image_std=body.image_std,
@@ -589,31 +594,33 @@ def _proposal_model(backbone: nn.Module, pool: nn.Module, channels: int, hidden:
                         image_std=image_norm.image_std, channels_last=o.channels_last)
 
 
-def _fast_rcnn(name: str, num_classes: int, width: float, backbone_weights: Optional[PathLike],
-               trainable_backbone_layers: Optional[int], roi_pool: str, detector: ProposalOptions) -> ProposalRCNN:
-    if roi_pool not in ("align", "pool"):
-        raise ValueError(f"roi_pool must be 'align' or 'pool', got {roi_pool!r}")
+def _proposal_body(name: str, width: float, backbone_weights: Optional[PathLike],
+                   trainable_backbone_layers: Optional[int]) -> tuple[nn.Module, str, int]:
+    """(body with its starting weights, its map's name, the fc layers' width) of _PROPOSAL_BODIES[name]."""
     make, feature, fc, trainable = _PROPOSAL_BODIES[name]
     body = make(width, trainable if trainable_backbone_layers is None else trainable_backbone_layers)
     _backbone_weights(body, backbone_weights)
-    pool = SingleScaleRoIPool(feature, 7, 1 / 16, align=roi_pool == "align")
-    return _proposal_model(body, pool, body.out_channels[feature], max(64, int(fc * width)), 7, num_classes, body,
-                           detector)
+    return body, feature, max(64, int(fc * width))
+
+
+def _fast_rcnn(name: str, num_classes: int, width: float, backbone_weights: Optional[PathLike],
+               trainable_backbone_layers: Optional[int], roi_pool: str, detector: ProposalOptions) -> ProposalRCNN:
+    pool = _single_map_pool(_PROPOSAL_BODIES[name][1], roi_pool)
+    body, feature, hidden = _proposal_body(name, width, backbone_weights, trainable_backbone_layers)
+    return _proposal_model(body, pool, body.out_channels[feature], hidden, 7, num_classes, body, detector)
 
 
 def _rcnn(name: str, num_classes: int, width: float, backbone_weights: Optional[PathLike],
           trainable_backbone_layers: Optional[int], crop_size: int, context: Optional[float],
           detector: ProposalOptions) -> ProposalRCNN:
-    make, feature, fc, trainable = _PROPOSAL_BODIES[name]
     if crop_size < 32:
         raise ValueError(f"crop_size must be >= 32 (two cells of the stride-16 map), got {crop_size}")
-    body = make(width, trainable if trainable_backbone_layers is None else trainable_backbone_layers)
-    _backbone_weights(body, backbone_weights)
+    body, feature, hidden = _proposal_body(name, width, backbone_weights, trainable_backbone_layers)
     context = 16 * crop_size / 227 if context is None else context  # the paper's 16 px at 227
     pool_size = crop_size // 16
     pool = WarpedRegionFeatures(body, feature, crop_size, context, pool_size)
-    return _proposal_model(ImageAsFeatures(), pool, body.out_channels[feature], max(64, int(fc * width)), pool_size,
-                           num_classes, body, detector)
+    return _proposal_model(ImageAsFeatures(), pool, body.out_channels[feature], hidden, pool_size, num_classes, body,
+                           detector)
 
 
 def _register_proposal_models(name: str, crop_size: int, detail: str) -> None:

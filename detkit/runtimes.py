@@ -40,10 +40,16 @@ import torch.fx
 from torch import nn
 from torchvision.ops import FrozenBatchNorm2d
 
-__all__ = ["RUNTIMES", "optimize", "fold_batchnorms"]
+__all__ = ["RUNTIMES", "check_runtime", "optimize", "fold_batchnorms"]
 
 RUNTIMES = ("eager", "fused", "onnxruntime", "int8")
 NORMS = (nn.BatchNorm2d, nn.SyncBatchNorm, FrozenBatchNorm2d)
+
+
+def check_runtime(runtime: str) -> None:
+    """Raises a ValueError that lists RUNTIMES unless `runtime` is one of them."""
+    if runtime not in RUNTIMES:
+        raise ValueError(f"unknown runtime {runtime!r}; available: {', '.join(RUNTIMES)}")
 
 
 def optimize(model: nn.Module, runtime: str = "eager", calibration: Optional[Iterable] = None) -> nn.Module:
@@ -51,8 +57,7 @@ def optimize(model: nn.Module, runtime: str = "eager", calibration: Optional[Ite
     docstring). calibration: images for runtimes that calibrate ('int8': a list
     of image paths, HxWx3 uint8 RGB arrays or float Tensor[3, H, W] in [0, 1]);
     the others do not use it."""
-    if runtime not in RUNTIMES:
-        raise ValueError(f"unknown runtime {runtime!r}; available: {', '.join(RUNTIMES)}")
+    check_runtime(runtime)
     if runtime == "eager":
         return model.eval()
     if runtime == "fused":

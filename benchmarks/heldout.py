@@ -63,13 +63,13 @@ def score(checkpoint: str, root: str, images: int, seed: int, runtime: str = "ea
           calibration: int = 32) -> dict[str, dict[str, float]]:
     """{"bbox": stats, "segm"?: stats} of the checkpoint, run by `runtime` (int8:
     calibrated on `calibration` training images), on the fresh set."""
-    from detkit.api import load_model
+    from detkit.api import load_model, optimized
     from detkit.engine.report import evaluate_model
 
     model = load_model(checkpoint, "cpu")
     if runtime != "eager":
-        model = load_model(checkpoint, "cpu", runtime=runtime,
-                           calibration=calibration_images(model.config, calibration) if runtime == "int8" else None)
+        model = optimized(model, runtime,
+                          calibration_images(model.config, calibration) if runtime == "int8" else None)
     paths = fresh_set(model.config.data, root, images, seed)
     iou_types = ["bbox", "segm"] if model.config.eval.iou_type == "segm" else ["bbox"]
     results = {}

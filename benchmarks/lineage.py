@@ -92,14 +92,23 @@ def train(config: str, work_dir: str, proposals: str | None, overrides: list[str
     return time.perf_counter() - start
 
 
-def inference_ms(checkpoint: str, image_root: str, count: int) -> float:
-    """Median ms per image of load_model(checkpoint) on `count` held-out images, one at a time."""
+def train_images_per_s(work_dir: str) -> float:
+    """Training throughput of the run's last logged window (all ranks), from its metrics.jsonl."""
+    with open(os.path.join(work_dir, "metrics.jsonl")) as f:
+        records = [json.loads(line) for line in f if line.strip()]
+    return [r for r in records if r.get("type") == "train"][-1]["images_per_s"]
+
+
+def inference_ms(checkpoint: str, heldout_root: str, heldout_images: int, count: int) -> float:
+    """Median ms per image of load_model(checkpoint) on `count` images of its held-out set, one at a time."""
     import torch
 
+    from benchmarks.heldout import HELD_OUT_SEED, fresh_set
     from detkit.api import load_model
     from detkit.data import read_image
 
     model = load_model(checkpoint, "cpu")
+    image_root = fresh_set(model.config.data, heldout_root, heldout_images, HELD_OUT_SEED).image_root
     files = sorted(os.listdir(image_root))[: count + 1]
     images = [torch.from_numpy(read_image(os.path.join(image_root, f))).permute(2, 0, 1).float() / 255
               for f in files]
@@ -116,8 +125,7 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     import torch
 
-    from benchmarks.heldout import HELD_OUT_SEED, fresh_set, score
-    from detkit.api import load_model
+    from benchmarks.heldout import HELD_OUT_SEED, score
     from detkit.machine import gemm_gflops
 
     torch.set_num_threads(min(2, torch.get_num_threads()))
@@ -127,7 +135,10 @@ def main(argv=None) -> int:
     chosen = [entry for entry in LINEAGE if not args.only or entry[0] in args.only]
     proposal_file = os.path.join(args.work_dir, "train_proposals.npz")
     results_path = os.path.join(args.work_dir, "lineage.json")
-    results = json.load(open(results_path)) if os.path.exists(results_path) else {}
+    results = {}
+    if os.path.exists(results_path):
+        with open(results_path) as f:
+            results = json.load(f)
     if not args.skip_train and any(entry[3] for entry in chosen):
         seconds = train_proposals(os.path.join(REPO, "configs/fastrcnn_shapes.py"), proposal_file)
         results["proposals_s"] = seconds
@@ -139,13 +150,12 @@ def main(argv=None) -> int:
         entry = results.setdefault(key, {"label": label, "config": config})
         if not args.skip_train:
             entry["train_s"] = train(config, work_dir, proposal_file if needs else None, overrides)
+            entry["train_images_per_s"] = train_images_per_s(work_dir)
             print(f"{label}: trained in {fmt_time(entry['train_s'])}", flush=True)
         checkpoint = os.path.join(work_dir, "last.pth")
         stats = score(checkpoint, heldout_root, args.heldout_images, HELD_OUT_SEED)["bbox"]
         entry["AP50"], entry["AP"] = stats["AP50"], stats["AP"]
-        paths = fresh_set(load_model(checkpoint, "cpu").config.data, heldout_root, args.heldout_images,
-                          HELD_OUT_SEED)
-        entry["infer_ms"] = inference_ms(checkpoint, paths.image_root, args.time_images)
+        entry["infer_ms"] = inference_ms(checkpoint, heldout_root, args.heldout_images, args.time_images)
         print(f"{label}: held-out AP50 {entry['AP50']:.3f}, AP {entry['AP']:.3f}, {entry['infer_ms']:.1f} ms/img",
               flush=True)
         with open(results_path, "w") as f:
@@ -153,15 +163,16 @@ def main(argv=None) -> int:
     gemm_after = gemm_gflops()
     print(f"\nfp32 GEMM {gemm_before:.0f} GFLOP/s before, {gemm_after:.0f} after; held-out Shapes set "
           f"(seed {HELD_OUT_SEED}, {args.heldout_images} images)\n")
-    print("| model | config | held-out AP50 | AP | training wall | inference ms/img |")
-    print("|---|---|---:|---:|---:|---:|")
+    print("| model | config | held-out AP50 | AP | training wall | train images/s | inference ms/img |")
+    print("|---|---|---:|---:|---:|---:|---:|")
     for key, label, config, needs, _ in chosen:
         entry = results[key]
         wall = fmt_time(entry["train_s"]) if "train_s" in entry else "-"
         if needs and "proposals_s" in results:
             wall += f" + {fmt_time(results['proposals_s'])} proposals"
+        speed = f"{entry['train_images_per_s']:.0f}" if "train_images_per_s" in entry else "-"
         print(f"| {label} | `{os.path.basename(config)}` | {entry['AP50']:.3f} | {entry['AP']:.3f} | {wall} | "
-              f"{entry['infer_ms']:.1f} |")
+              f"{speed} | {entry['infer_ms']:.1f} |")
     return 0
 
 

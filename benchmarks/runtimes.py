@@ -26,6 +26,7 @@ are set to torch.get_num_threads() (--threads). The fp32 GEMM peak
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import time
@@ -36,26 +37,20 @@ from torchvision.ops import box_iou
 
 from detkit import machine, models, runtimes
 
-RUNTIMES = ("eager", "fused", "onnxruntime", "int8")
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from benchmarks.models import _torchvision_rcnn, same_detections  # noqa: E402  the peer and the check of models.py
+
+RUNTIMES = runtimes.RUNTIMES
 # runtime -> (IoU, share of detections matched) that it must reach against detkit eager; int8 is reported,
 # not checked: on random weights near-equal scores reorder under int8 rounding, which says nothing of accuracy
 AGREEMENT = {"eager": (0.95, 1.0), "fused": (0.95, 0.98), "onnxruntime": (0.95, 0.98), "int8": (0.8, 0.0)}
-
-
-def _torchvision_rcnn():
-    """torchvision's R50-FPN Faster R-CNN laid out as its published weights are (FrozenBatchNorm)."""
-    from torchvision.models.detection import FasterRCNN
-    from torchvision.models.detection.backbone_utils import _resnet_fpn_extractor
-
-    body = torchvision.models.resnet50(weights=None, norm_layer=torchvision.ops.FrozenBatchNorm2d)
-    return FasterRCNN(_resnet_fpn_extractor(body, 5), num_classes=91)
 
 
 # name -> (torchvision builder or None, detkit build options)
 MODELS = {
     "ssd300_vgg16": (lambda: torchvision.models.detection.ssd300_vgg16(weights=None, weights_backbone=None),
                      {"channels_last": True}),
-    "fasterrcnn_resnet50_fpn": (_torchvision_rcnn, {}),
+    "fasterrcnn_resnet50_fpn": (lambda: _torchvision_rcnn("box"), {}),
 }
 SMOKE = {
     "ssd300_resnet18": (None, {"num_classes": 4, "width": 0.25, "size": 128, "channels_last": True}),
@@ -83,16 +78,6 @@ def matched_fraction(reference: dict, other: dict, top: int, iou: float, margin:
             matched += 1
             overlaps[:, int(row.argmax())] = -1
     return matched / count
-
-
-def same_detections(ours: list[dict], theirs: list[dict]) -> bool:
-    for a, b in zip(ours, theirs):
-        if a["boxes"].shape != b["boxes"].shape or not torch.equal(a["labels"], b["labels"]):
-            return False
-        if len(a["boxes"]) and ((a["boxes"] - b["boxes"]).abs().max() > 1e-2
-                                or (a["scores"] - b["scores"]).abs().max() > 1e-4):
-            return False
-    return True
 
 
 def alternate(fns: dict, repeats: int) -> dict:

@@ -13,7 +13,8 @@ the training split, in this run and timed on their own (the "proposals"
 column); at test time they run selective search on every image, which the
 inference time includes, as it did in the papers. Inference is one image at
 a time on the CPU with torch's threads, the median over --time-images
-held-out images, after one warm-up image. The machine's fp32 GEMM GFLOP/s is
+held-out images, after one warm-up image; for R-CNN and Fast R-CNN the
+model's own selective search step is then timed alone on the same images. The machine's fp32 GEMM GFLOP/s is
 printed beside the times, before and after.
 """
 from __future__ import annotations
@@ -55,6 +56,10 @@ def parse_args(argv=None) -> argparse.Namespace:
 def fmt_time(seconds: float) -> str:
     minutes, rest = divmod(round(seconds), 60)
     return f"{minutes} min {rest:02d} s" if minutes else f"{rest} s"
+
+
+def fmt_ms(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1f}"
 
 
 def train_proposals(config_path: str, path: str) -> float:
@@ -99,8 +104,10 @@ def train_images_per_s(work_dir: str) -> float:
     return [r for r in records if r.get("type") == "train"][-1]["images_per_s"]
 
 
-def inference_ms(checkpoint: str, heldout_root: str, heldout_images: int, count: int) -> float:
-    """Median ms per image of load_model(checkpoint) on `count` images of its held-out set, one at a time."""
+def inference_ms(checkpoint: str, heldout_root: str, heldout_images: int, count: int) -> tuple[float, float | None]:
+    """Median ms per image of load_model(checkpoint) on `count` images of its
+    held-out set, one at a time, and for a model that proposes with selective
+    search the median ms of that step alone on the same images (else None)."""
     import torch
 
     from benchmarks.heldout import HELD_OUT_SEED, fresh_set
@@ -112,13 +119,19 @@ def inference_ms(checkpoint: str, heldout_root: str, heldout_images: int, count:
     files = sorted(os.listdir(image_root))[: count + 1]
     images = [torch.from_numpy(read_image(os.path.join(image_root, f))).permute(2, 0, 1).float() / 255
               for f in files]
-    seconds = []
+    steps = {"model": lambda image: model([image])}
+    if hasattr(model, "proposer"):
+        steps["proposals"] = lambda image: model.proposer([image])
+    medians = {}
     with torch.no_grad():
-        for image in images:
-            start = time.perf_counter()
-            model([image])
-            seconds.append(time.perf_counter() - start)
-    return 1000 * statistics.median(seconds[1:])
+        for name, step in steps.items():
+            seconds = []
+            for image in images:
+                start = time.perf_counter()
+                step(image)
+                seconds.append(time.perf_counter() - start)
+            medians[name] = 1000 * statistics.median(seconds[1:])  # the first call warms up
+    return medians["model"], medians.get("proposals")
 
 
 def main(argv=None) -> int:
@@ -155,7 +168,8 @@ def main(argv=None) -> int:
         checkpoint = os.path.join(work_dir, "last.pth")
         stats = score(checkpoint, heldout_root, args.heldout_images, HELD_OUT_SEED)["bbox"]
         entry["AP50"], entry["AP"] = stats["AP50"], stats["AP"]
-        entry["infer_ms"] = inference_ms(checkpoint, heldout_root, args.heldout_images, args.time_images)
+        entry["infer_ms"], entry["proposals_ms"] = inference_ms(checkpoint, heldout_root, args.heldout_images,
+                                                               args.time_images)
         print(f"{label}: held-out AP50 {entry['AP50']:.3f}, AP {entry['AP']:.3f}, {entry['infer_ms']:.1f} ms/img",
               flush=True)
         with open(results_path, "w") as f:
@@ -163,8 +177,9 @@ def main(argv=None) -> int:
     gemm_after = gemm_gflops()
     print(f"\nfp32 GEMM {gemm_before:.0f} GFLOP/s before, {gemm_after:.0f} after; held-out Shapes set "
           f"(seed {HELD_OUT_SEED}, {args.heldout_images} images)\n")
-    print("| model | config | held-out AP50 | AP | training wall | train images/s | inference ms/img |")
-    print("|---|---|---:|---:|---:|---:|---:|")
+    print("| model | config | held-out AP50 | AP | training wall | train images/s | inference ms/img "
+          "| of which selective search |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|")
     for key, label, config, needs, _ in chosen:
         entry = results[key]
         wall = fmt_time(entry["train_s"]) if "train_s" in entry else "-"
@@ -172,7 +187,7 @@ def main(argv=None) -> int:
             wall += f" + {fmt_time(results['proposals_s'])} proposals"
         speed = f"{entry['train_images_per_s']:.0f}" if "train_images_per_s" in entry else "-"
         print(f"| {label} | `{os.path.basename(config)}` | {entry['AP50']:.3f} | {entry['AP']:.3f} | {wall} | "
-              f"{speed} | {entry['infer_ms']:.1f} |")
+              f"{speed} | {entry['infer_ms']:.1f} | {fmt_ms(entry.get('proposals_ms'))} |")
     return 0
 
 

@@ -12,6 +12,15 @@ per image out).
     nn.Identity, and, on models with the option, channels-last convolutions.
     Folding is exact algebra (done in float64); outputs change by float
     rounding only. The caller's model is not touched.
+"bf16": as "fused", with the dense part (that of "onnxruntime" below, plus
+    the hidden layers of the R-CNN box and mask heads) holding bfloat16
+    weights and computing in bfloat16 (oneDNN: AMX or AVX512-BF16 matrix
+    units, float32 accumulation). Float inputs are cast to bfloat16 on the
+    way in and outputs back to float32 on the way out, so anchors, box
+    decoding, NMS, RoI pooling and the R-CNN classifiers stay float32.
+    Reduced precision, not rounding: benchmarks/heldout.py --runtimes bf16
+    measures the AP it costs. Needs a CPU with bfloat16 instructions; on one
+    without, it is an error (emulated bfloat16 is slower than float32).
 "onnxruntime": a copy whose dense part (SSD: backbone and head; Faster/Mask
     R-CNN: backbone and RPN head; Fast R-CNN: backbone; R-CNN: the per-crop
     CNN) is exported to ONNX with dynamic batch, height and width and run by
@@ -32,17 +41,21 @@ a warning.
 from __future__ import annotations
 
 import copy
+import functools
 import warnings
 from typing import Iterable, Optional
 
 import torch
 import torch.fx
-from torch import nn
+from torch import Tensor, nn
+from torch.utils import _pytree as pytree
 from torchvision.ops import FrozenBatchNorm2d
 
-__all__ = ["RUNTIMES", "check_runtime", "optimize", "fold_batchnorms"]
+__all__ = ["RUNTIMES", "check_runtime", "optimize", "fold_batchnorms", "BFloat16Part", "has_bfloat16_hardware"]
 
-RUNTIMES = ("eager", "fused", "onnxruntime", "int8")
+RUNTIMES = ("eager", "fused", "bf16", "onnxruntime", "int8")
+# R-CNN head layers that run in bfloat16 beside the dense part (their predictors stay float32)
+BF16_HEADS = ("roi_heads.box_head", "roi_heads.mask_head")
 NORMS = (nn.BatchNorm2d, nn.SyncBatchNorm, FrozenBatchNorm2d)
 
 
@@ -62,6 +75,8 @@ def optimize(model: nn.Module, runtime: str = "eager", calibration: Optional[Ite
         return model.eval()
     if runtime == "fused":
         return _fused(model)
+    if runtime == "bf16":
+        return _bfloat16(model)
     if runtime == "onnxruntime":
         from .runtime_ort import optimize_onnxruntime
 
@@ -83,6 +98,61 @@ def _fused(model: nn.Module) -> nn.Module:
         if hasattr(fused, "convert_weights_layout"):
             fused.convert_weights_layout()
     return fused
+
+
+def has_bfloat16_hardware() -> bool:
+    """Whether this CPU computes bfloat16 in hardware (AVX512-BF16 or AMX)."""
+    cpu = getattr(torch, "cpu", None)
+    checks = [getattr(cpu, name, None) for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
+    if all(check is not None for check in checks):
+        return any(check() for check in checks)
+    try:  # older torch: the kernel's CPU flags
+        with open("/proc/cpuinfo") as cpuinfo:
+            flags = cpuinfo.read()
+    except OSError:
+        return False
+    return " avx512_bf16" in flags or " amx_bf16" in flags
+
+
+def _bfloat16(model: nn.Module) -> nn.Module:
+    from .runtime_ort import dense_parts
+
+    paths = dense_parts(model, "bf16")  # before the copy: an unknown model type fails fast
+    if not has_bfloat16_hardware():
+        raise RuntimeError("runtime 'bf16' needs a CPU with bfloat16 instructions (AVX512-BF16 or AMX), "
+                           "which this one lacks: use 'fused' or 'int8'")
+    fused = _fused(model)
+    paths += [path for path in BF16_HEADS if _has_submodule(fused, path)]
+    for path in paths:
+        fused.set_submodule(path, BFloat16Part(fused.get_submodule(path)))
+    return fused
+
+
+def _has_submodule(model: nn.Module, path: str) -> bool:
+    try:
+        return model.get_submodule(path) is not None
+    except AttributeError:
+        return False
+
+
+def _cast(value, dtype: torch.dtype):
+    return value.to(dtype) if isinstance(value, Tensor) and value.is_floating_point() else value
+
+
+class BFloat16Part(nn.Module):
+    """`part` (moved to bfloat16 in place) called with float32 arguments: every
+    float tensor in them is cast to bfloat16 (memory format kept) and every
+    float tensor in its outputs back to float32, structure unchanged."""
+
+    def __init__(self, part: nn.Module):
+        super().__init__()
+        self.part = part.to(torch.bfloat16)
+        if hasattr(part, "out_channels"):
+            self.out_channels = part.out_channels
+
+    def forward(self, *args):
+        outputs = self.part(*pytree.tree_map(functools.partial(_cast, dtype=torch.bfloat16), args))
+        return pytree.tree_map(functools.partial(_cast, dtype=torch.float32), outputs)
 
 
 def fold_batchnorms(model: nn.Module) -> list[str]:

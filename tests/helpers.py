@@ -32,3 +32,29 @@ def fit(model, images, targets, optimizer, steps: int) -> list[float]:
         optimizer.step()
         history.append(float(loss.detach()))
     return history
+
+
+def shapes_batch(paths, with_masks: bool = False) -> tuple[list, list]:
+    """Every training image of a generated Shapes set as tensors, and its targets."""
+    from detkit.data import CocoDetection
+    from detkit.data import transforms as T
+
+    dataset = CocoDetection(paths.image_root, paths.coco_train, transforms=T.ToTensor(), with_masks=with_masks)
+    images, targets = zip(*(dataset[i] for i in range(len(dataset))))
+    keys = ("boxes", "labels", "masks") if with_masks else ("boxes", "labels")
+    return list(images), [{key: t[key] for key in keys} for t in targets]
+
+
+def overfit(name: str, paths, steps: int, lr: float, with_masks: bool = False, **options):
+    """A zoo model trained from scratch with Adam on every image of a small
+    Shapes set at once for `steps` steps: (model in eval mode, loss history,
+    images, targets)."""
+    import torch
+
+    from detkit import models
+
+    images, targets = shapes_batch(paths, with_masks)
+    model = models.build(name, num_classes=len(paths.classes) + 1, **options)
+    optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=lr)
+    history = fit(model, images, targets, optimizer, steps)
+    return model.eval(), history, images, targets

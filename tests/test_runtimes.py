@@ -166,7 +166,7 @@ def test_a_norm_not_right_after_a_conv_stays(layers):
 
 @pytest.mark.parametrize("name", ["tensorrt", "ort", "Int8", "Fused"])
 def test_an_unknown_runtime_is_refused(name):
-    with pytest.raises(ValueError, match=f"unknown runtime '{name}'; available: eager, fused, onnxruntime, int8"):
+    with pytest.raises(ValueError, match=f"unknown runtime '{name}'; available: eager, fused, bf16, onnxruntime, int8"):
         runtimes.optimize(TinySSD(3, size=64), name)
 
 
@@ -412,7 +412,7 @@ def test_int8_names_a_bad_calibration_image(bad, message):
             runtimes.optimize(ort_model("ssd300_resnet18"), "int8", calibration=[torch.rand(3, 8, 8), item])
 
 
-@pytest.mark.parametrize("runtime", ["onnxruntime", "int8"])
+@pytest.mark.parametrize("runtime", ["bf16", "onnxruntime", "int8"])
 def test_a_model_without_a_known_dense_part_is_refused(runtime):
     with pytest.raises(ValueError, match=f"runtime '{runtime}' does not know the dense part of a TinySSD"):
         runtimes.optimize(TinySSD(3, size=64), runtime, calibration=[torch.rand(3, 64, 64)])
@@ -422,3 +422,123 @@ def test_the_model_zoo_offers_optimize():
     from detkit import models, runtimes
 
     assert models.optimize is runtimes.optimize and models.RUNTIMES == runtimes.RUNTIMES
+
+
+# --- bf16 ------------------------------------------------------------------------------------------------
+
+needs_bf16 = pytest.mark.skipif(not runtimes.has_bfloat16_hardware(), reason="this CPU has no bfloat16 instructions")
+BF16_PARTS = {"ssd300_resnet18": PARTS["ssd300_resnet18"],
+              "fasterrcnn_resnet18_fpn_small": PARTS["fasterrcnn_resnet18_fpn_small"] + ["roi_heads.box_head"]}
+
+
+@needs_bf16
+@pytest.mark.parametrize("name", list(ORT_MODELS))
+def test_bf16_runs_the_dense_parts_of_a_copy_in_bfloat16(name):
+    model = ort_model(name)
+    before = {key: value.clone() for key, value in model.state_dict().items()}
+    optimized = runtimes.optimize(model, "bf16")
+    assert all(torch.equal(before[key], value) for key, value in model.state_dict().items())  # caller's model kept
+    for path in BF16_PARTS[name]:
+        part = optimized.get_submodule(path)
+        assert isinstance(part, runtimes.BFloat16Part), path
+        assert {p.dtype for p in part.parameters()} == {torch.bfloat16}, path
+    outside = [p for n, p in optimized.named_parameters()
+               if not any(n.startswith(path + ".") for path in BF16_PARTS[name])]
+    assert outside == [] or {p.dtype for p in outside} == {torch.float32}  # e.g. the box predictor
+    with torch.no_grad():
+        detections = optimized(sized_images())
+    assert all(d["boxes"].dtype == d["scores"].dtype == torch.float32 for d in detections)
+
+
+@needs_bf16
+@pytest.mark.parametrize("name", list(ORT_MODELS))
+def test_bf16_dense_outputs_are_eager_to_bfloat16_precision(name):
+    """Each part's outputs within 5% of the largest eager value (bfloat16 keeps 8 significant bits; the
+    error grows through the layers), and not equal: the part did compute in bfloat16."""
+    model, images = ort_model(name).eval(), sized_images()
+    optimized = runtimes.optimize(model, "bf16")
+    for path in PARTS[name]:
+        theirs, ours = part_outputs(model, path, images), part_outputs(optimized, path, images)
+        assert len(theirs) == len(ours) > 0
+        for a, b in zip(theirs, ours):
+            assert b.dtype == torch.float32 and b.shape == a.shape
+            error = float((a - b).abs().max() / a.abs().max())
+            assert 0 < error <= 0.05, (path, error)
+
+
+def part_outputs(model: nn.Module, path: str, images) -> list[torch.Tensor]:
+    """The float tensors the submodule at `path` returns while `model` runs on `images`."""
+    outputs = []
+    handle = model.get_submodule(path).register_forward_hook(lambda module, args, result: outputs.extend(
+        t for t in torch.utils._pytree.tree_leaves(result) if isinstance(t, torch.Tensor) and t.is_floating_point()))
+    try:
+        with torch.no_grad():
+            model(images)
+    finally:
+        handle.remove()
+    return outputs
+
+
+def test_bfloat16_part_casts_floats_in_and_out():
+    class Probe(nn.Module):
+        def forward(self, x, extra):
+            self.seen = (x.dtype, x.is_contiguous(memory_format=torch.channels_last), extra["index"].dtype)
+            return {"out": x * 2, "index": extra["index"]}
+
+    probe = Probe()
+    part = runtimes.BFloat16Part(probe)
+    x = torch.rand(1, 3, 4, 5).contiguous(memory_format=torch.channels_last)
+    result = part(x, {"index": torch.arange(3)})
+    assert probe.seen == (torch.bfloat16, True, torch.int64)
+    assert result["out"].dtype == torch.float32 and result["index"].dtype == torch.int64
+    assert torch.equal(result["out"], (x.bfloat16() * 2).float())
+
+
+def test_bf16_without_bfloat16_hardware_is_refused(monkeypatch):
+    monkeypatch.setattr(runtimes, "has_bfloat16_hardware", lambda: False)
+    with pytest.raises(RuntimeError) as info:
+        runtimes.optimize(ort_model("ssd300_resnet18"), "bf16")
+    assert str(info.value) == ("runtime 'bf16' needs a CPU with bfloat16 instructions (AVX512-BF16 or AMX), "
+                               "which this one lacks: use 'fused' or 'int8'")
+
+
+# --- every runtime on trained models ------------------------------------------------------------------------
+
+# (IoU, share of eager's detections above 0.3 matched one-to-one with the same label), both directions.
+# The issue's bar for float runtimes; int8's is looser (stated): on these 128 px objects its boxes move
+# by a pixel or two, so few stay at IoU 0.95 (held-out AP, benchmarks/heldout.py, is its real measure).
+TRAINED_AGREEMENT = {"fused": (0.95, 0.98), "bf16": (0.95, 0.98), "onnxruntime": (0.95, 0.98), "int8": (0.8, 0.8)}
+TRAINED = {"ssd300_resnet18_small": dict(steps=100, lr=1e-3, size=128, score_thresh=0.05),
+           "fasterrcnn_resnet18_fpn_small": dict(steps=60, lr=2e-3, min_size=128, max_size=128, score_thresh=0.05)}
+
+
+@pytest.fixture(scope="module", params=list(TRAINED))
+def trained_model(request, tmp_path_factory):
+    """A small detector trained until it finds every object of 8 Shapes images:
+    (name, model, the images, its detections on them)."""
+    from detkit.data import shapes
+    from tests.helpers import overfit
+
+    torch.manual_seed(0)
+    paths = shapes.generate(tmp_path_factory.mktemp("shapes8"), num_train=8, num_val=0, image_size=128, seed=0)
+    options = dict(TRAINED[request.param])
+    model, _, images, targets = overfit(request.param, paths, options.pop("steps"), options.pop("lr"), **options)
+    with torch.no_grad():
+        detections = model(images)
+    confident = sum(int((d["scores"] > 0.3).sum()) for d in detections)
+    assert confident >= 0.9 * sum(len(t["labels"]) for t in targets), "setup: the model did not learn the images"
+    return request.param, model, images, detections
+
+
+@pytest.mark.parametrize("runtime", list(TRAINED_AGREEMENT))
+def test_each_runtime_finds_the_eager_detections_of_a_trained_model(trained_model, runtime):
+    if runtime == "bf16" and not runtimes.has_bfloat16_hardware():
+        pytest.skip("this CPU has no bfloat16 instructions")
+    name, model, images, expected = trained_model
+    optimized = runtimes.optimize(model, runtime, calibration=images if runtime == "int8" else None)
+    with torch.no_grad():
+        detections = optimized(images)
+    iou, share = TRAINED_AGREEMENT[runtime]
+    fraction, counted = agreement(detections, expected, 0.3, iou=iou, margin=0.05)
+    assert counted >= 20, "setup: too few detections to compare"
+    assert fraction >= share, f"{runtime}: {fraction:.1%} of {counted} detections matched at IoU {iou}"

@@ -2,10 +2,9 @@
 the loss falls and every object is found (IoU >= 0.5, right label)."""
 import torch
 
-from detkit import models, ops
-from detkit.data import CocoDetection, shapes
-from detkit.data import transforms as T
-from tests.helpers import fit
+from detkit import ops
+from detkit.data import shapes
+from tests.helpers import overfit
 
 
 def recall_at_50(detections, targets) -> float:
@@ -21,15 +20,10 @@ def recall_at_50(detections, targets) -> float:
 def test_small_ssd_overfits_a_few_shapes_images(tmp_path):
     torch.manual_seed(0)
     paths = shapes.generate(tmp_path, num_train=4, num_val=0, image_size=128, seed=0)
-    dataset = CocoDetection(paths.image_root, paths.coco_train, transforms=T.ToTensor())
-    images, targets = zip(*(dataset[i] for i in range(len(dataset))))
-    targets = [{"boxes": t["boxes"], "labels": t["labels"]} for t in targets]
-    model = models.build("ssd300_resnet18_small", num_classes=len(paths.classes) + 1, size=128, score_thresh=0.3)
-    optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-3)
-    history = fit(model, images, targets, optimizer, 80)
+    model, history, images, targets = overfit("ssd300_resnet18_small", paths, 80, 1e-3, size=128, score_thresh=0.3)
     assert sum(history[-10:]) < sum(history[:10]) / 5, history
     with torch.no_grad():
-        detections = model.eval()(list(images))
+        detections = model(images)
     assert recall_at_50(detections, targets) == 1.0
 
 
@@ -49,14 +43,9 @@ def mask_iou(detections, targets) -> float:
 
 
 def train_rcnn(name: str, paths, steps: int):
-    dataset = CocoDetection(paths.image_root, paths.coco_train, transforms=T.ToTensor(), with_masks=True)
-    images, targets = zip(*(dataset[i] for i in range(len(dataset))))
-    targets = [{"boxes": t["boxes"], "labels": t["labels"], "masks": t["masks"]} for t in targets]
-    model = models.build(name, num_classes=len(paths.classes) + 1, min_size=128, max_size=128)
-    optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=2e-3)
-    history = fit(model, images, targets, optimizer, steps)
+    model, history, images, targets = overfit(name, paths, steps, 2e-3, with_masks=True, min_size=128, max_size=128)
     with torch.no_grad():
-        detections = model.eval()(list(images))
+        detections = model(images)
     confident = [{k: v[d["scores"] > 0.5] for k, v in d.items()} for d in detections]
     return history, confident, targets
 

@@ -342,6 +342,29 @@ def test_infer_with_the_fused_runtime_writes_the_detections_of_eager(checkpoint,
     assert_same_records(fused, eager)
 
 
+@pytest.mark.parametrize("runtime", ["bf16", "onnxruntime", "int8"])
+def test_infer_with_another_runtime_writes_what_detect_gives_with_it(checkpoint, val_images, tmp_path, runtime):
+    """tools/infer.py --runtime (and --calibration) reaches the runtime: its records are detect()'s with the
+    same runtime and calibration images (quantisation is deterministic); agreement with eager is
+    tests/test_runtimes.py's, on trained models."""
+    from detkit import runtimes
+    from detkit.inference import detections_json
+
+    if runtime == "bf16" and not runtimes.has_bfloat16_hardware():
+        pytest.skip("this CPU has no bfloat16 instructions")
+    if runtime != "bf16":
+        pytest.importorskip("onnxruntime")
+    folder, names = val_images
+    calibration = ["--calibration", folder] if runtime == "int8" else []
+    records = infer_records(checkpoint, [folder], tmp_path / runtime, "--runtime", runtime, *calibration)
+    paths = [os.path.join(folder, name) for name in names]
+    expected = detkit.detect(paths, checkpoint, score_threshold=0.05, device="cpu", runtime=runtime,
+                             calibration=folder if runtime == "int8" else None)
+    assert [os.path.basename(r["file"]) for r in records] == names
+    assert_same_records(records, [{"file": record["file"], **detections_json(result)}
+                                  for record, result in zip(records, expected)])
+
+
 def test_infer_batched_and_in_background_threads_equals_one_at_a_time(checkpoint, val_images, tmp_path):
     folder, names = val_images
     write_video(tmp_path / "clip.mp4", [cv2.imread(os.path.join(folder, n)) for n in names[:3]])

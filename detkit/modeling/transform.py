@@ -29,7 +29,9 @@ def check_images(images: Sequence[Tensor]) -> None:
                              "(convert grayscale with image.expand(3, -1, -1), drop alpha with image[:3])")
         if not image.is_floating_point():
             raise TypeError(f"images[{i}] must be float in [0, 1], got {image.dtype}")
-        if not bool(torch.isfinite(image).all()):
+        # a NaN or inf makes the sum non-finite; the sum is ~30x cheaper than isfinite().all() on a
+        # large image, which then only confirms (finite values whose sum overflows pass)
+        if not bool(torch.isfinite(image.sum())) and not bool(torch.isfinite(image).all()):
             raise ValueError(f"images[{i}] contains NaN or inf")
 
 

@@ -29,7 +29,10 @@ warm-up call (its compile time is printed, not timed). Timings: the median of --
 torchvision, alternating in one loop after a warm-up; ratio = torchvision
 eager time / runtime time (the speed-up; higher is faster). ONNX Runtime's intra-op threads
 are set to torch.get_num_threads() (--threads). The fp32 GEMM peak
-(detkit.machine.gemm_gflops(), same threads) is printed for scale.
+(detkit.machine.gemm_gflops(), same threads) is printed for scale, and the
+bfloat16 one with bf16. Roofline columns: GFLOP/s = the model's inference
+FLOPs (benchmarks/models.py's count, the same for every runtime) / the
+median time, and its share of the GEMM peak of the runtime's precision.
 """
 from __future__ import annotations
 
@@ -47,13 +50,15 @@ from detkit import machine, models, runtimes
 from detkit.runtime_ort import dense_parts
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from benchmarks.models import _torchvision_rcnn, same_detections  # noqa: E402  the peer and the check of models.py
+from benchmarks.models import _torchvision_rcnn, inference_flops, same_detections  # noqa: E402  models.py's peer, check, FLOPs
 
 RUNTIMES = runtimes.RUNTIMES
 # runtime -> the largest dense error it may have against detkit eager (None: shown, not checked). float32
 # runtimes round differently; bfloat16 keeps 8 significant bits; int8 is judged by AP (benchmarks/heldout.py)
 DENSE_TOLERANCE = {"eager": 0.0, "fused": 1e-4, "fused + torch.compile": 1e-4, "onnxruntime": 1e-4, "bf16": 5e-2,
                    "int8": None}
+# the GEMM peak a runtime's convolutions are held to (int8: none measured, shown as "-")
+PRECISION = {"bf16": "bf16", "int8": "int8"}
 MATCH_IOU = {"int8": 0.8}  # detections matched at IoU >= this (0.95 for the others); information only
 
 
@@ -172,17 +177,21 @@ def main() -> int:
     generator = torch.Generator().manual_seed(0)
     images = [torch.rand(3, height, width, generator=generator)]
     calibration = [torch.rand(3, height, width, generator=generator) for _ in range(args.calibration)]
-    peak = machine.gemm_gflops()
+    peaks = {"fp32": machine.gemm_gflops()}
+    if "bf16" in chosen:
+        peaks["bf16"] = machine.gemm_gflops(dtype=torch.bfloat16)
     print(f"detkit runtimes vs torchvision {torchvision.__version__} eager, CPU, {args.threads} threads, one "
-          f"{height}x{width} image, median of {args.repeats}; fp32 GEMM peak ({machine.GEMM_SIZE}x"
-          f"{machine.GEMM_SIZE} torch.mm) {peak:.1f} GFLOP/s\n")
-    print("| model | runtime | ms | ratio to torchvision eager | dense error | detections matched | outputs |")
-    print("|---|---|---:|---:|---:|---:|---|")
+          f"{height}x{width} image, median of {args.repeats}; GEMM peak ({machine.GEMM_SIZE}x{machine.GEMM_SIZE} "
+          f"torch.mm): " + ", ".join(f"{kind} {peak:.1f} GFLOP/s" for kind, peak in peaks.items()) + "\n")
+    print("| model | runtime | ms | ratio to torchvision eager | GFLOP/s | share of its GEMM peak | dense error | "
+          "detections matched | outputs |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---|")
     ok = True
     for name in names:
         torchvision_builder, options = table[name]
         ours, theirs = build(name, torchvision_builder, options)
         paths = dense_parts(ours)
+        flops = inference_flops(ours, images)
         optimized = {runtime: runtimes.optimize(ours, runtime, calibration=calibration if runtime == "int8" else None)
                      for runtime in chosen}
         if args.compile:
@@ -206,16 +215,19 @@ def main() -> int:
         base = times.get("torchvision")
         if base:
             ok &= checks["torchvision"]
-            print(f"| {name} | torchvision eager | {base * 1e3:.1f} | 1.00x | | | "
-                  f"{'agree' if checks['torchvision'] else 'DIFFER'} |")
+            print(f"| {name} | torchvision eager | {base * 1e3:.1f} | 1.00x | {flops / base / 1e9:.0f} | "
+                  f"{flops / base / 1e9 / peaks['fp32']:.0%} | | | {'agree' if checks['torchvision'] else 'DIFFER'} |")
         for runtime in optimized:
             tolerance = DENSE_TOLERANCE[runtime.split(" (")[0]]
             good = tolerance is None or errors[runtime] <= tolerance
             ok &= good
             verdict = "not checked" if tolerance is None else f"{'within' if good else 'OUTSIDE'} {tolerance:g}"
             ratio = f"{base / times[runtime]:.2f}x" if base else "-"
-            print(f"| {name} | {runtime} | {times[runtime] * 1e3:.1f} | {ratio} | {errors[runtime]:.1e} | "
-                  f"{fractions[runtime]:.0%} | {verdict} |")
+            achieved = flops / times[runtime] / 1e9
+            peak = peaks.get(PRECISION.get(runtime, "fp32"))
+            print(f"| {name} | {runtime} | {times[runtime] * 1e3:.1f} | {ratio} | {achieved:.0f} | "
+                  f"{f'{achieved / peak:.0%}' if peak else '-'} | {errors[runtime]:.1e} | {fractions[runtime]:.0%} | "
+                  f"{verdict} |")
     print("\nratio = torchvision eager time / runtime time (higher is faster); dense error: max |runtime - eager| / "
           "max |eager| over the dense part's outputs; detections matched: information only (random weights)")
     return 0 if ok else 1

@@ -12,10 +12,11 @@ GEMM_SIZE = 1024
 
 
 @functools.cache
-def gemm_gflops(n: int = GEMM_SIZE, repeats: int = 5) -> float:
-    """Median fp32 GFLOP/s of an n x n torch.mm on the CPU, with torch's threads."""
+def gemm_gflops(n: int = GEMM_SIZE, repeats: int = 5, dtype: torch.dtype = torch.float32) -> float:
+    """Median GFLOP/s of an n x n torch.mm on the CPU, with torch's threads, in
+    `dtype` (float32 unless said: the number printed beside wall times)."""
     generator = torch.Generator().manual_seed(0)
-    a, b = torch.randn(n, n, generator=generator), torch.randn(n, n, generator=generator)
+    a, b = (torch.randn(n, n, generator=generator).to(dtype) for _ in range(2))
     torch.mm(a, b)  # the first call starts the thread pool
     seconds = []
     for _ in range(repeats):

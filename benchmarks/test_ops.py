@@ -107,6 +107,28 @@ def cases() -> list[Case]:
     out.append(pair("AnchorGenerator FPN 800x1216, cached", lambda: ours_fpn(fpn_images, fpn_feats)[0],
                     lambda: tv_fpn(fpn_images, fpn_feats)[0]))
     out.append(roi_align_backward_case())
+    out.extend(roi_align_inference_cases())
+    return out
+
+
+def roi_align_inference_cases() -> list[Case]:
+    """Faster R-CNN R50-FPN's box pooling at inference: 1,000 RoIs to 7x7
+    (sampling ratio 2) on one 256-channel 200x272 map (P2 of an 800x1088
+    input), NCHW (a copy to channels-last is part of detkit's time) and
+    channels-last."""
+    g = torch.Generator().manual_seed(5)
+    features = torch.randn(1, 256, 200, 272, generator=g)
+    corners = torch.rand(1000, 2, generator=g) * 900
+    rois = torch.cat([torch.zeros(1000, 1), corners, corners + 16 + torch.rand(1000, 2, generator=g) * 200], dim=1)
+    out = []
+    for layout, name in ((torch.contiguous_format, "NCHW"), (torch.channels_last, "channels-last")):
+        x = features.contiguous(memory_format=layout)
+
+        def pool(roi_align, x=x):
+            with torch.no_grad():
+                return roi_align(x, rois, 7, 0.25, 2)
+        out.append(pair(f"roi_align inference, 1,000 RoIs 7x7, 256 x 200 x 272 {name}",
+                        lambda pool=pool: pool(ops.roi_align), lambda pool=pool: pool(torchvision.ops.roi_align)))
     return out
 
 

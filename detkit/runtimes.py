@@ -19,8 +19,8 @@ per image out).
     way in and outputs back to float32 on the way out, so anchors, box
     decoding, NMS, RoI pooling and the R-CNN classifiers stay float32.
     Reduced precision, not rounding: benchmarks/heldout.py --runtimes bf16
-    measures the AP it costs. Needs a CPU with bfloat16 instructions; on one
-    without, it is an error (emulated bfloat16 is slower than float32).
+    measures the AP it costs. On the CPU it needs bfloat16 instructions; on
+    a CPU without, it is an error (emulated bfloat16 is slower than float32).
 "onnxruntime": a copy whose dense part (SSD: backbone and head; Faster/Mask
     R-CNN: backbone and RPN head; Fast R-CNN: backbone; R-CNN: the per-crop
     CNN) is exported to ONNX with dynamic batch, height and width and run by
@@ -118,7 +118,8 @@ def _bfloat16(model: nn.Module) -> nn.Module:
     from .runtime_ort import dense_parts
 
     paths = dense_parts(model, "bf16")  # before the copy: an unknown model type fails fast
-    if not has_bfloat16_hardware():
+    on_cpu = all(p.device.type == "cpu" for p in model.parameters())
+    if on_cpu and not has_bfloat16_hardware():
         raise RuntimeError("runtime 'bf16' needs a CPU with bfloat16 instructions (AVX512-BF16 or AMX), "
                            "which this one lacks: use 'fused' or 'int8'")
     fused = _fused(model)

@@ -338,6 +338,33 @@ def roi_align_samples(rois, height, width, spatial_scale, pooled_h, pooled_w, gr
 
 
 @kernel
+def roi_align_gather(features, image, corners, weights, count, out, roi_start, roi_stop):
+    """out[k, c, b] = RoIAlign's forward for rois k in [roi_start, roi_stop):
+    the mean over bin b's samples (roi_align_samples, in their order) of
+    w1*v1 + w2*v2 + w3*v3 + w4*v4, each summed as torchvision's CPU forward
+    does (off-map samples add 0 * the image's first pixel, as its zero
+    PreCalc does). features is channels-last [N, H*W, C]: the inner loop runs
+    over contiguous channels and vectorises. out: [K, C, bins]. Callers run
+    disjoint roi ranges on separate threads (the GIL is released)."""
+    channels, bins = out.shape[1], out.shape[2]
+    per_bin = image.shape[0] // max(1, out.shape[0] * bins)
+    total = np.empty(channels, features.dtype)
+    for k in range(roi_start, roi_stop):
+        for b in range(bins):
+            total[:] = 0
+            start = (k * bins + b) * per_bin
+            for s in range(start, start + per_bin):
+                pixels = features[image[s]]
+                r1, r2 = pixels[corners[s, 0]], pixels[corners[s, 1]]
+                r3, r4 = pixels[corners[s, 2]], pixels[corners[s, 3]]
+                w1, w2, w3, w4 = weights[s, 0], weights[s, 1], weights[s, 2], weights[s, 3]
+                for c in range(channels):
+                    total[c] += w1 * r1[c] + w2 * r2[c] + w3 * r3[c] + w4 * r4[c]
+            for c in range(channels):
+                out[k, c, b] = total[c] / count
+
+
+@kernel
 def roi_align_scatter(grad_out, image, out_bin, corners, weights, count, grad_in, channel_start, channel_stop):
     """grad_in[n, corner, c] += grad_out[bin, c] * weight / count for every
     sample and every channel c in [channel_start, channel_stop), samples in

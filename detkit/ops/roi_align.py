@@ -1,11 +1,14 @@
-"""RoIAlign with a compiled backward on the CPU.
+"""RoIAlign compiled for the CPU, forward and backward, equal to
+torchvision's bit for bit.
 
-torchvision's CPU RoIAlign backward runs on one thread and recomputes every
-sample's bilinear weights for each channel; in a small Mask R-CNN training
-step on 2 cores it took 39% of the time (see the issue-12 profile). Here the
-forward is torchvision's own (detections stay bit-identical), and the
-backward computes each sample's corners and weights once, then scatters the
-gradient channel by channel in parallel, in torchvision's order of addition.
+torchvision's CPU RoIAlign runs on one thread, a channel at a time: its
+backward took 39% of a small Mask R-CNN training step on 2 cores (the
+issue-12 profile), its forward 12-15% of a Faster R-CNN R50-FPN inference
+(1,000 RoIs; the issue-14 profile). Here every sample's corners and bilinear
+weights are computed once, in torchvision's arithmetic, then the forward
+gathers whole channel rows of a channels-last copy of the map (a view when
+the map is already channels-last) and the backward scatters into one, on
+torch's thread count, each element summing its terms in torchvision's order.
 """
 from __future__ import annotations
 
@@ -19,6 +22,7 @@ from torch import Tensor
 
 from . import _ext
 
+_ext.register("roi_align", "numba")
 _ext.register("roi_align (backward)", "numba")
 
 
@@ -28,30 +32,34 @@ def roi_align(input: Tensor, boxes: Union[Tensor, list[Tensor]], output_size: Un
 
     input: Tensor[N, C, H, W]; boxes: Tensor[K, 5] (image index, x1, y1, x2, y2)
     or a list of Tensor[K_i, 4] per image. Returns Tensor[K, C, PH, PW]. The
-    compiled backward serves float CPU inputs that require grad with a fixed
-    sampling_ratio > 0; everything else is torchvision's."""
+    compiled kernels serve float CPU inputs with a fixed sampling_ratio > 0
+    (the R-CNNs' 2); everything else (adaptive sampling, other devices,
+    tracing) is torchvision's."""
     from torchvision.ops import roi_align as torchvision_roi_align
     from torchvision.ops._utils import convert_boxes_to_roi_format
 
     rois = boxes if isinstance(boxes, Tensor) else convert_boxes_to_roi_format(boxes)
     size = (output_size, output_size) if isinstance(output_size, int) else tuple(output_size)
-    fast = (input.requires_grad and input.device.type == "cpu" and sampling_ratio > 0
-            and input.dtype in (torch.float32, torch.float64) and _ext.numba_kernels is not None
-            and not _ext._tracing())
-    if not fast:
+    if not compiled_serves(input, sampling_ratio):
         return torchvision_roi_align(input, rois, size, spatial_scale, sampling_ratio, aligned)
-    return _RoIAlign.apply(input, rois, size, spatial_scale, sampling_ratio, aligned)
+    if input.requires_grad and torch.is_grad_enabled():
+        return _RoIAlign.apply(input, rois, size, spatial_scale, sampling_ratio, aligned)
+    return roi_align_forward(input, rois, size, spatial_scale, sampling_ratio, aligned)
+
+
+def compiled_serves(input: Tensor, sampling_ratio: int) -> bool:
+    """Whether the compiled kernels take this call (else torchvision's roi_align does)."""
+    return (input.device.type == "cpu" and sampling_ratio > 0 and input.dtype in (torch.float32, torch.float64)
+            and _ext.numba_kernels is not None and not _ext._tracing())
 
 
 class _RoIAlign(torch.autograd.Function):
     @staticmethod
     def forward(ctx, input: Tensor, rois: Tensor, size: tuple[int, int], spatial_scale: float,
                 sampling_ratio: int, aligned: bool) -> Tensor:
-        from torchvision.ops import roi_align as torchvision_roi_align
-
         ctx.save_for_backward(rois)
         ctx.setup = (tuple(input.shape), size, spatial_scale, sampling_ratio, aligned)
-        return torchvision_roi_align(input, rois, size, spatial_scale, sampling_ratio, aligned)
+        return roi_align_forward(input, rois, size, spatial_scale, sampling_ratio, aligned)
 
     @staticmethod
     def backward(ctx, grad_output: Tensor):
@@ -61,29 +69,56 @@ class _RoIAlign(torch.autograd.Function):
         return grad_input, None, None, None, None, None  # rois and the settings take no gradient
 
 
+def roi_align_forward(input: Tensor, rois: Tensor, size: tuple[int, int], spatial_scale: float, grid: int,
+                      aligned: bool) -> Tensor:
+    """torchvision's roi_align of float CPU `input` [N, C, H, W] with a fixed
+    sampling ratio `grid`: Tensor[K, C, PH, PW], contiguous, no gradient."""
+    n, channels, height, width = input.shape
+    samples = _samples(rois, tuple(input.shape), size, spatial_scale, grid, aligned, input.dtype)
+    # channels-last rows: a view of a channels-last map, else one copy of it
+    features = input.detach().permute(0, 2, 3, 1).reshape(n, height * width, channels).contiguous().numpy()
+    out = np.empty((len(rois), channels, size[0] * size[1]), features.dtype)
+    gather = functools.partial(_ext.numba_kernels.roi_align_gather, features, samples[0], samples[2], samples[3],
+                               features.dtype.type(grid * grid), out)
+    _split(gather, len(rois))
+    return torch.from_numpy(out).view(len(rois), channels, *size)
+
+
 def roi_align_backward(grad_output: Tensor, rois: Tensor, input_shape: tuple[int, int, int, int],
                        size: tuple[int, int], spatial_scale: float, grid: int, aligned: bool) -> Tensor:
     """The gradient of roi_align's input: Tensor[N, C, H, W] (channels-last
     strides) from grad_output [K, C, PH, PW]."""
     n, channels, height, width = input_shape
-    dtype = grad_output.dtype
+    image, out_bin, corners, weights = _samples(rois, input_shape, size, spatial_scale, grid, aligned,
+                                                grad_output.dtype)
+    per_bin = grad_output.detach().permute(0, 2, 3, 1).reshape(-1, channels).contiguous().numpy()
+    grad_input = np.zeros((n, height * width, channels), per_bin.dtype)  # channels-last: see roi_align_scatter
+    scatter = functools.partial(_ext.numba_kernels.roi_align_scatter, per_bin, image, out_bin, corners, weights,
+                                per_bin.dtype.type(grid * grid), grad_input)
+    _split(scatter, channels)  # whole channels per thread: no two threads add to one element
+    return torch.from_numpy(grad_input).view(n, height, width, channels).permute(0, 3, 1, 2)
+
+
+def _samples(rois: Tensor, input_shape: tuple[int, int, int, int], size: tuple[int, int], spatial_scale: float,
+             grid: int, aligned: bool, dtype: torch.dtype) -> tuple[np.ndarray, ...]:
+    """roi_align_samples of `rois` on maps of `input_shape`, in `dtype`'s arithmetic."""
+    height, width = input_shape[2:]
     numpy_dtype = np.float32 if dtype == torch.float32 else np.float64
     values = np.arange(max(height, width, size[0], size[1], grid) + 1, dtype=numpy_dtype)
     rois_np = rois.detach().to(dtype).contiguous().numpy()
-    kernels = _ext.numba_kernels
-    image, out_bin, corners, weights = kernels.roi_align_samples(
-        rois_np, height, width, numpy_dtype(spatial_scale), size[0], size[1], grid, aligned, values)
-    per_bin = grad_output.detach().permute(0, 2, 3, 1).reshape(-1, channels).contiguous().numpy()
-    grad_input = np.zeros((n, height * width, channels), numpy_dtype)  # channels-last: see roi_align_scatter
-    scatter = functools.partial(kernels.roi_align_scatter, per_bin, image, out_bin, corners, weights,
-                                numpy_dtype(grid * grid), grad_input)
-    threads = max(1, min(_ext.num_threads(), channels))  # torch's setting: one thread per DDP rank stays one
+    return _ext.numba_kernels.roi_align_samples(rois_np, height, width, numpy_dtype(spatial_scale), size[0],
+                                                size[1], grid, aligned, values)
+
+
+def _split(kernel, count: int) -> None:
+    """kernel(start, stop) over [0, count), split into contiguous ranges, one per
+    thread of torch's setting (one thread per DDP rank stays one)."""
+    threads = max(1, min(_ext.num_threads(), count))
     if threads == 1:
-        scatter(0, channels)
-    else:  # whole channels per thread; the kernel releases the GIL
-        bounds = [channels * i // threads for i in range(threads + 1)]
-        list(_pool(threads).map(scatter, bounds[:-1], bounds[1:]))
-    return torch.from_numpy(grad_input).view(n, height, width, channels).permute(0, 3, 1, 2)
+        kernel(0, count)
+        return
+    bounds = [count * i // threads for i in range(threads + 1)]
+    list(_pool(threads).map(kernel, bounds[:-1], bounds[1:]))
 
 
 @functools.lru_cache(maxsize=None)

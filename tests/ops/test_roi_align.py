@@ -1,5 +1,6 @@
-"""detkit's roi_align (compiled CPU backward) and MultiScaleRoIAlign against
-torchvision's: identical outputs, gradients equal bit for bit."""
+"""detkit's roi_align (compiled CPU forward and backward) and
+MultiScaleRoIAlign against torchvision's: outputs and gradients equal bit for
+bit, on random and hostile inputs."""
 import pytest
 import torch
 import torchvision
@@ -77,3 +78,61 @@ def test_multiscale_pooler_equals_torchvisions_in_training_and_inference():
     assert all(b.abs().sum() > 0 for b in theirs_grad)  # every level received boxes
     with torch.no_grad():
         assert torch.equal(ours(features, boxes, image_sizes), theirs(features, boxes, image_sizes))
+
+
+def hostile_rois(n_images, extent, generator, dtype):
+    """Random rois plus the edge cases: zero-size, off the map, larger than it,
+    on the last row/column, reversed corners, a sub-pixel box."""
+    edge = extent - 0.5
+    special = torch.tensor([[0, 5, 5, 5, 5], [n_images - 1, -50, -50, -20, -20], [0, 0, 0, 1e4, 1e4],
+                            [0, edge, edge, edge + 3, edge + 3], [n_images - 1, 9, 9, 3, 3], [0, 2.2, 2.3, 2.4, 2.5]],
+                           dtype=dtype)
+    return torch.cat([random_rois(n_images, 80, extent, generator, dtype), special])
+
+
+@pytest.mark.parametrize("channels", [1, 3, 37, 256])
+@pytest.mark.parametrize("aligned", [False, True])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_inference_forward_equals_torchvision_bit_for_bit(channels, aligned, dtype):
+    g = torch.Generator().manual_seed(channels)
+    x = torch.randn(2, channels, 19, 27, generator=g, dtype=dtype)
+    rois = hostile_rois(2, 27 * 4, g, dtype)
+    for layout in (torch.contiguous_format, torch.channels_last):
+        features = x.contiguous(memory_format=layout)
+        for size, scale, ratio in (((7, 7), 0.25, 2), ((14, 14), 0.25, 2), ((3, 5), 0.5, 1), ((2, 2), 1.0, 3)):
+            with torch.no_grad():
+                ours = roi_align(features, rois, size, scale, ratio, aligned)
+            assert torch.equal(ours, torchvision_roi_align(x, rois, size, scale, ratio, aligned)), (layout, size)
+            assert ours.is_contiguous()
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_every_thread_count_gives_the_same_forward(threads):
+    g = torch.Generator().manual_seed(4)
+    x = torch.randn(3, 16, 24, 24, generator=g)
+    rois = hostile_rois(3, 96, g, torch.float32)
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        with torch.no_grad():
+            ours = roi_align(x, rois, 7, 0.25, 2)
+    finally:
+        torch.set_num_threads(before)
+    assert torch.equal(ours, torchvision_roi_align(x, rois, 7, 0.25, 2))
+
+
+def test_forward_edge_inputs_equal_torchvision():
+    g = torch.Generator().manual_seed(5)
+    x = torch.randn(2, 4, 10, 12, generator=g)
+    with torch.no_grad():
+        empty = roi_align(x, torch.zeros(0, 5), 7, 1.0, 2)
+    assert empty.shape == (0, 4, 7, 7)
+    # an inf at the first pixel: torchvision's off-map samples read it with weight 0 (NaN), in-map ones do not
+    x[1, :, 0, 0] = float("inf")
+    rois = torch.tensor([[1, -40.0, -40.0, -30.0, -30.0], [1, 4.0, 4.0, 9.0, 8.0], [0, -3.0, -3.0, 5.0, 5.0]])
+    with torch.no_grad():
+        ours = roi_align(x, rois, 2, 1.0, 2)
+    theirs = torchvision_roi_align(x, rois, 2, 1.0, 2)
+    assert torch.equal(ours.isnan(), theirs.isnan()) and ours.isnan().any()
+    assert torch.equal(ours.nan_to_num(), theirs.nan_to_num())
+    assert backend()["roi_align"] == "numba"

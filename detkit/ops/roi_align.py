@@ -102,6 +102,11 @@ def roi_align_backward(grad_output: Tensor, rois: Tensor, input_shape: tuple[int
 def _samples(rois: Tensor, input_shape: tuple[int, int, int, int], size: tuple[int, int], spatial_scale: float,
              grid: int, aligned: bool, dtype: torch.dtype) -> tuple[np.ndarray, ...]:
     """roi_align_samples of `rois` on maps of `input_shape`, in `dtype`'s arithmetic."""
+    if rois.dim() != 2 or rois.shape[1] != 5:
+        raise ValueError(f"roi_align: rois must be Tensor[K, 5] (image index, x1, y1, x2, y2), got {list(rois.shape)}")
+    if len(rois) and not bool(((rois[:, 0] >= 0) & (rois[:, 0] < input_shape[0])).all()):
+        raise ValueError(f"roi_align: rois[:, 0] must be image indices in [0, {input_shape[0]}), got values in "
+                         f"[{float(rois[:, 0].min()):g}, {float(rois[:, 0].max()):g}]")
     height, width = input_shape[2:]
     numpy_dtype = np.float32 if dtype == torch.float32 else np.float64
     values = np.arange(max(height, width, size[0], size[1], grid) + 1, dtype=numpy_dtype)

@@ -136,3 +136,26 @@ def test_forward_edge_inputs_equal_torchvision():
     assert torch.equal(ours.isnan(), theirs.isnan()) and ours.isnan().any()
     assert torch.equal(ours.nan_to_num(), theirs.nan_to_num())
     assert backend()["roi_align"] == "numba"
+
+
+@pytest.mark.parametrize("rois, message", [
+    (torch.tensor([[2.0, 0, 0, 4, 4]]), r"rois\[:, 0\] must be image indices in \[0, 2\), got values in \[2, 2\]"),
+    (torch.tensor([[0.0, 0, 0, 4, 4], [-1.0, 0, 0, 4, 4]]), r"image indices in \[0, 2\), got values in \[-1, 0\]"),
+    (torch.zeros(3, 4), r"rois must be Tensor\[K, 5\]"),
+], ids=["index_past_the_batch", "negative_index", "four_columns"])
+def test_rois_that_would_read_outside_the_maps_are_refused(rois, message):
+    x = torch.randn(2, 3, 8, 8)
+    with pytest.raises(ValueError, match=message), torch.no_grad():
+        roi_align(x, rois, 2, 1.0, 2)
+    with pytest.raises(ValueError, match=message):
+        roi_align(x.requires_grad_(True), rois, 2, 1.0, 2)
+
+
+def test_multiscale_pooler_takes_images_without_boxes():
+    features = {"0": torch.randn(2, 4, 16, 16), "1": torch.randn(2, 4, 8, 8)}
+    boxes = [torch.zeros(0, 4), torch.tensor([[2.0, 2.0, 30.0, 40.0]])]
+    ours, theirs = MultiScaleRoIAlign(["0", "1"], 7, 2), torchvision.ops.MultiScaleRoIAlign(["0", "1"], 7, 2)
+    with torch.no_grad():
+        out = ours(features, boxes, [(64, 64), (64, 64)])
+        assert out.shape == (1, 4, 7, 7) and torch.equal(out, theirs(features, boxes, [(64, 64), (64, 64)]))
+        assert ours(features, [torch.zeros(0, 4)] * 2, [(64, 64)] * 2).shape == (0, 4, 7, 7)

@@ -12,7 +12,12 @@ in the default NCHW layout, where detkit's detections are bit-identical to
 torchvision's. The check before timing: the same labels, scores within 1e-4,
 boxes within 1e-2 px (channels-last rounding, scaled by box sizes), masks
 within 1e-4, losses within 1e-3 relative (FC-layer GEMM rounding on random
-weights). It exits 1 otherwise.
+weights). It exits 1 otherwise. Random weights saturate some objectness
+scores to exactly equal values, and detkit's NMS orders such ties otherwise
+than torchvision's: the same training proposals in another order, so the
+sampler draws other boxes. With the default model list the seed gives no
+such tie in the sampled boxes; `--models fasterrcnn_resnet50_fpn` alone
+(another draw of weights) does, and reports a loss_classifier difference.
 
 Roofline columns: the FLOPs of one inference per image (torch's
 FlopCounterMode on one eval forward of detkit's model: convolutions and

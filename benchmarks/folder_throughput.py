@@ -19,8 +19,9 @@ seeded random weights (5 classes; detections at --score-threshold). Before
 timing, every configuration's detections are checked against the loop's: the
 same labels, scores within 1e-4, boxes within 0.01 px (batched convolutions
 round differently) for eager; for the other runtimes at least 98%
-of the loop's detections matched one-to-one with the same label at IoU >=
-0.95 (int8: 80% at 0.8, the tests' bars), checked with --checkpoint only (random weights make
+of the loop's detections (all kept, one direction) matched one-to-one in
+detkit's with the same label at IoU >= 0.95 (int8: 80% at 0.8; the shares
+and IoUs tests/test_runtimes.py asks for), checked with --checkpoint only (random weights make
 near-equal scores that any rounding reorders: shown, not checked). It exits
 1 if a check fails. Timings: the median of
 --repeats alternating runs over all the images; the machine's fp32 GEMM

@@ -17,7 +17,8 @@ scores to exactly equal values, and detkit's NMS orders such ties otherwise
 than torchvision's: the same training proposals in another order, so the
 sampler draws other boxes. With the default model list the seed gives no
 such tie in the sampled boxes; `--models fasterrcnn_resnet50_fpn` alone
-(another draw of weights) does, and reports a loss_classifier difference.
+(another draw of weights) does, and reports a loss_classifier difference;
+the inference detections, sorted by class score, are unaffected.
 
 Roofline columns: the FLOPs of one inference per image (torch's
 FlopCounterMode on one eval forward of detkit's model: convolutions and

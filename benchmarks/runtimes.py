@@ -218,7 +218,7 @@ def main() -> int:
             print(f"| {name} | torchvision eager | {base * 1e3:.1f} | 1.00x | {flops / base / 1e9:.0f} | "
                   f"{flops / base / 1e9 / peaks['fp32']:.0%} | | | {'agree' if checks['torchvision'] else 'DIFFER'} |")
         for runtime in optimized:
-            tolerance = DENSE_TOLERANCE[runtime.split(" (")[0]]
+            tolerance = DENSE_TOLERANCE[runtime]
             good = tolerance is None or errors[runtime] <= tolerance
             ok &= good
             verdict = "not checked" if tolerance is None else f"{'within' if good else 'OUTSIDE'} {tolerance:g}"

@@ -12,6 +12,19 @@ GEMM_SIZE = 1024
 
 
 @functools.cache
+def cpu_flags() -> frozenset[str]:
+    """The CPU's feature flags as the Linux kernel lists them (empty elsewhere)."""
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            for line in cpuinfo:
+                if line.startswith("flags"):
+                    return frozenset(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return frozenset()
+
+
+@functools.cache
 def gemm_gflops(n: int = GEMM_SIZE, repeats: int = 5, dtype: torch.dtype = torch.float32) -> float:
     """Median GFLOP/s of an n x n torch.mm on the CPU, with torch's threads, in
     `dtype` (float32 unless said: the number printed beside wall times)."""

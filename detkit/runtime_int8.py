@@ -145,9 +145,6 @@ def has_vnni() -> bool:
     """Whether this CPU has the int8 dot-product instructions (or is not x86, where the question does not arise)."""
     if platform.machine().lower() not in ("x86_64", "amd64", "i386", "i686"):
         return True
-    try:
-        with open("/proc/cpuinfo") as f:
-            flags = f.read()
-    except OSError:
-        return False
-    return any(flag in flags for flag in ("avx512_vnni", "avx_vnni", "amx_int8"))
+    from .machine import cpu_flags
+
+    return bool(cpu_flags() & {"avx512_vnni", "avx_vnni", "amx_int8"})

@@ -106,12 +106,9 @@ def has_bfloat16_hardware() -> bool:
     checks = [getattr(cpu, name, None) for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
     if all(check is not None for check in checks):
         return any(check() for check in checks)
-    try:  # older torch: the kernel's CPU flags
-        with open("/proc/cpuinfo") as cpuinfo:
-            flags = cpuinfo.read()
-    except OSError:
-        return False
-    return " avx512_bf16" in flags or " amx_bf16" in flags
+    from .machine import cpu_flags  # older torch: the kernel's CPU flags
+
+    return bool(cpu_flags() & {"avx512_bf16", "amx_bf16"})
 
 
 def _bfloat16(model: nn.Module) -> nn.Module:

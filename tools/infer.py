@@ -28,7 +28,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--device")
     parser.add_argument("--runtime", default="eager",
                         help="inference runtime, a name in detkit.runtimes.RUNTIMES: eager (default; the model as "
-                             "trained), fused (BatchNorms folded into the convolutions), bf16 (the convolutions in "
+                             "trained), fused (BatchNorms folded into the convolutions), bf16 (backbone and heads in "
                              "bfloat16, on CPUs with AMX or AVX512-BF16), onnxruntime, int8 (needs --calibration)")
     parser.add_argument("--calibration", metavar="PATH_OR_FOLDER",
                         help="calibration images for runtimes that calibrate (int8): a folder, a glob pattern "

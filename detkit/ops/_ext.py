@@ -48,7 +48,8 @@ def register(op: str, kernel: str) -> None:
 def backend() -> dict[str, str]:
     """Which kernel each op uses for CPU tensors: "cpp", "numba" or "torch".
 
-    CUDA tensors and tensors that require grad always take the torch path.
+    CUDA tensors always take the torch path; so do tensors that require grad,
+    except in roi_align, whose compiled backward serves them.
     """
     available = {"cpp": cpp is not None, "numba": numba_kernels is not None}
     return {op: (kernel if available[kernel] else "torch") for op, kernel in sorted(_KERNELS.items())}

@@ -1,5 +1,5 @@
 """RoIAlign compiled for the CPU, forward and backward, equal to
-torchvision's bit for bit.
+torchvision's bit for bit (on x86 builds, which do not fuse multiply-adds).
 
 torchvision's CPU RoIAlign runs on one thread, a channel at a time: its
 backward took 39% of a small Mask R-CNN training step on 2 cores (the
@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import functools
 from concurrent.futures import ThreadPoolExecutor
-from typing import Union
+from typing import Optional, Union
 
 import numpy as np
 import torch
@@ -40,8 +40,8 @@ def roi_align(input: Tensor, boxes: Union[Tensor, list[Tensor]], output_size: Un
 
     rois = boxes if isinstance(boxes, Tensor) else convert_boxes_to_roi_format(boxes)
     size = (output_size, output_size) if isinstance(output_size, int) else tuple(output_size)
-    if not compiled_serves(input, sampling_ratio):
-        return torchvision_roi_align(input, rois, size, spatial_scale, sampling_ratio, aligned)
+    if not (compiled_serves(input, sampling_ratio) and rois.dtype == input.dtype and rois.device.type == "cpu"):
+        return torchvision_roi_align(input, rois, size, spatial_scale, sampling_ratio, aligned)  # its checks too
     if input.requires_grad and torch.is_grad_enabled():
         return _RoIAlign.apply(input, rois, size, spatial_scale, sampling_ratio, aligned)
     return roi_align_forward(input, rois, size, spatial_scale, sampling_ratio, aligned)
@@ -57,24 +57,27 @@ class _RoIAlign(torch.autograd.Function):
     @staticmethod
     def forward(ctx, input: Tensor, rois: Tensor, size: tuple[int, int], spatial_scale: float,
                 sampling_ratio: int, aligned: bool) -> Tensor:
-        ctx.save_for_backward(rois)
-        ctx.setup = (tuple(input.shape), size, spatial_scale, sampling_ratio, aligned)
-        return roi_align_forward(input, rois, size, spatial_scale, sampling_ratio, aligned)
+        ctx.samples = _samples(rois, tuple(input.shape), size, spatial_scale, sampling_ratio, aligned, input.dtype)
+        ctx.setup = (tuple(input.shape), size, sampling_ratio)
+        return roi_align_forward(input, rois, size, spatial_scale, sampling_ratio, aligned, ctx.samples)
 
     @staticmethod
     def backward(ctx, grad_output: Tensor):
-        (rois,) = ctx.saved_tensors
-        shape, size, spatial_scale, grid, aligned = ctx.setup
-        grad_input = roi_align_backward(grad_output, rois, shape, size, spatial_scale, grid, aligned)
+        shape, size, grid = ctx.setup
+        grad_input = roi_align_backward(grad_output, ctx.samples, shape, grid)
         return grad_input, None, None, None, None, None  # rois and the settings take no gradient
 
 
 def roi_align_forward(input: Tensor, rois: Tensor, size: tuple[int, int], spatial_scale: float, grid: int,
-                      aligned: bool) -> Tensor:
+                      aligned: bool, samples: Optional[tuple[np.ndarray, ...]] = None) -> Tensor:
     """torchvision's roi_align of float CPU `input` [N, C, H, W] with a fixed
-    sampling ratio `grid`: Tensor[K, C, PH, PW], contiguous, no gradient."""
+    sampling ratio `grid` (rois of its dtype): Tensor[K, C, PH, PW],
+    contiguous, no gradient. samples: _samples' result, when already made."""
     n, channels, height, width = input.shape
-    samples = _samples(rois, tuple(input.shape), size, spatial_scale, grid, aligned, input.dtype)
+    if len(rois) == 0:  # an FPN level without boxes: no copy of its map
+        return input.new_empty((0, channels, *size))
+    if samples is None:
+        samples = _samples(rois, tuple(input.shape), size, spatial_scale, grid, aligned, input.dtype)
     # channels-last rows: a view of a channels-last map, else one copy of it
     features = input.detach().permute(0, 2, 3, 1).reshape(n, height * width, channels).contiguous().numpy()
     out = np.empty((len(rois), channels, size[0] * size[1]), features.dtype)
@@ -84,13 +87,12 @@ def roi_align_forward(input: Tensor, rois: Tensor, size: tuple[int, int], spatia
     return torch.from_numpy(out).view(len(rois), channels, *size)
 
 
-def roi_align_backward(grad_output: Tensor, rois: Tensor, input_shape: tuple[int, int, int, int],
-                       size: tuple[int, int], spatial_scale: float, grid: int, aligned: bool) -> Tensor:
+def roi_align_backward(grad_output: Tensor, samples: tuple[np.ndarray, ...],
+                       input_shape: tuple[int, int, int, int], grid: int) -> Tensor:
     """The gradient of roi_align's input: Tensor[N, C, H, W] (channels-last
-    strides) from grad_output [K, C, PH, PW]."""
+    strides) from grad_output [K, C, PH, PW] and the forward's _samples."""
     n, channels, height, width = input_shape
-    image, out_bin, corners, weights = _samples(rois, input_shape, size, spatial_scale, grid, aligned,
-                                                grad_output.dtype)
+    image, out_bin, corners, weights = samples
     per_bin = grad_output.detach().permute(0, 2, 3, 1).reshape(-1, channels).contiguous().numpy()
     grad_input = np.zeros((n, height * width, channels), per_bin.dtype)  # channels-last: see roi_align_scatter
     scatter = functools.partial(_ext.numba_kernels.roi_align_scatter, per_bin, image, out_bin, corners, weights,
@@ -104,7 +106,8 @@ def _samples(rois: Tensor, input_shape: tuple[int, int, int, int], size: tuple[i
     """roi_align_samples of `rois` on maps of `input_shape`, in `dtype`'s arithmetic."""
     if rois.dim() != 2 or rois.shape[1] != 5:
         raise ValueError(f"roi_align: rois must be Tensor[K, 5] (image index, x1, y1, x2, y2), got {list(rois.shape)}")
-    if len(rois) and not bool(((rois[:, 0] >= 0) & (rois[:, 0] < input_shape[0])).all()):
+    # the kernels take int(index), truncating as torchvision does: (-1, N) reads maps 0..N-1
+    if len(rois) and not bool(((rois[:, 0] > -1) & (rois[:, 0] < input_shape[0])).all()):
         raise ValueError(f"roi_align: rois[:, 0] must be image indices in [0, {input_shape[0]}), got values in "
                          f"[{float(rois[:, 0].min()):g}, {float(rois[:, 0].max()):g}]")
     height, width = input_shape[2:]

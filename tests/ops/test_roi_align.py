@@ -159,3 +159,26 @@ def test_multiscale_pooler_takes_images_without_boxes():
         out = ours(features, boxes, [(64, 64), (64, 64)])
         assert out.shape == (1, 4, 7, 7) and torch.equal(out, theirs(features, boxes, [(64, 64), (64, 64)]))
         assert ours(features, [torch.zeros(0, 4)] * 2, [(64, 64)] * 2).shape == (0, 4, 7, 7)
+
+
+def test_index_truncates_as_torchvisions_and_other_rois_go_to_torchvision():
+    g = torch.Generator().manual_seed(6)
+    x = torch.randn(2, 3, 8, 8, generator=g)
+    rois = torch.tensor([[-0.5, 1.0, 1.0, 6.0, 6.0], [1.9, 0.0, 2.0, 5.0, 7.0]])  # int(): images 0 and 1
+    with torch.no_grad():
+        assert torch.equal(roi_align(x, rois, 2, 1.0, 2), torchvision_roi_align(x, rois, 2, 1.0, 2))
+    # rois of another dtype than the maps: torchvision's own call, so its own error
+    with pytest.raises(RuntimeError) as ours, torch.no_grad():
+        roi_align(x, rois.double(), 2, 1.0, 2)
+    with pytest.raises(RuntimeError) as theirs:
+        torchvision_roi_align(x, rois.double(), 2, 1.0, 2)
+    assert str(ours.value) == str(theirs.value)
+
+
+def test_sliced_and_transposed_maps_equal_torchvision():
+    g = torch.Generator().manual_seed(7)
+    base = torch.randn(2, 6, 20, 24, generator=g)
+    rois = hostile_rois(2, 24, g, torch.float32)
+    for x in (base[:, 1:5], base[:, :, 2:18, 3:], base.transpose(2, 3)):
+        with torch.no_grad():
+            assert torch.equal(roi_align(x, rois, 7, 1.0, 2), torchvision_roi_align(x.contiguous(), rois, 7, 1.0, 2))

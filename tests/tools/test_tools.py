@@ -141,12 +141,17 @@ def write_video(path, frames):
     writer.release()
 
 
+def copied_images(folder, names, out):
+    """A new folder `out` holding the named images of `folder`, re-encoded by OpenCV."""
+    out.mkdir()
+    for name in names:
+        cv2.imwrite(str(out / name), cv2.imread(os.path.join(folder, name)))
+    return out
+
+
 def test_infer_on_an_image_a_folder_and_a_video(checkpoint, val_images, tmp_path):
     folder, names = val_images
-    inputs = tmp_path / "inputs"
-    inputs.mkdir()
-    for name in names[:2]:
-        cv2.imwrite(str(inputs / name), cv2.imread(os.path.join(folder, name)))
+    inputs = copied_images(folder, names[:2], tmp_path / "inputs")
     write_video(tmp_path / "clip.mp4", [cv2.imread(os.path.join(folder, n)) for n in names[:3]])
     out = tmp_path / "out"
     single = os.path.join(folder, names[5])
@@ -422,10 +427,7 @@ def test_folder_batches_take_one_size_unless_the_model_resizes_to_one(tmp_path):
 
 def test_infer_names_a_broken_image_and_an_unknown_runtime_in_one_line(checkpoint, val_images, tmp_path):
     folder, names = val_images
-    inputs = tmp_path / "inputs"
-    inputs.mkdir()
-    for name in names[:3]:
-        cv2.imwrite(str(inputs / name), cv2.imread(os.path.join(folder, name)))
+    inputs = copied_images(folder, names[:3], tmp_path / "inputs")
     (inputs / "zz_broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
     result = run_tool("infer.py", checkpoint, str(inputs), "--out", str(tmp_path / "o"), "--workers", "2")
     assert result.returncode == 1 and "Traceback" not in result.stderr

@@ -14,7 +14,7 @@ import functools
 import pytest
 import torch
 
-from detkit.machine import GEMM_SIZE, gemm_gflops
+from detkit.runtimes.machine import GEMM_SIZE, gemm_gflops
 from benchmarks.peers import DETKIT, PeerChecks, time_side
 
 CHECKS = pytest.StashKey[PeerChecks]()

@@ -31,7 +31,7 @@ import time
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
-from detkit.machine import gemm_gflops  # noqa: E402
+from detkit.runtimes.machine import gemm_gflops  # noqa: E402
 
 TARGET = 0.8
 SCRATCH_LR = 6e-3  # configs/ssd_shapes.py's, tuned for training this model from scratch

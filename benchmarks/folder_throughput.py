@@ -21,11 +21,11 @@ same labels, scores within 1e-4, boxes within 0.01 px (batched convolutions
 round differently) for eager; for the other runtimes at least 98%
 of the loop's detections (all kept, one direction) matched one-to-one in
 detkit's with the same label at IoU >= 0.95 (int8: 80% at 0.8; the shares
-and IoUs tests/test_runtimes.py asks for), checked with --checkpoint only (random weights make
+and IoUs tests/runtimes/test_runtimes.py asks for), checked with --checkpoint only (random weights make
 near-equal scores that any rounding reorders: shown, not checked). It exits
 1 if a check fails. Timings: the median of
 --repeats alternating runs over all the images; the machine's fp32 GEMM
-GFLOP/s (detkit.machine.gemm_gflops) is printed beside them.
+GFLOP/s (detkit.runtimes.machine.gemm_gflops) is printed beside them.
 """
 from __future__ import annotations
 
@@ -41,7 +41,8 @@ import torch
 from torchvision.transforms.functional import to_tensor
 
 import detkit
-from detkit import machine, models
+from detkit import models
+from detkit.runtimes import machine
 from detkit.api import optimized
 from detkit.data.shapes import generate
 from detkit.inference import default_batch_size, detect_files, expand_inputs

@@ -139,7 +139,7 @@ def main(argv=None) -> int:
     import torch
 
     from benchmarks.heldout import HELD_OUT_SEED, score
-    from detkit.machine import gemm_gflops
+    from detkit.runtimes.machine import gemm_gflops
 
     torch.set_num_threads(min(2, torch.get_num_threads()))
     os.makedirs(args.work_dir, exist_ok=True)

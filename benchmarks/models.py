@@ -25,7 +25,7 @@ FlopCounterMode on one eval forward of detkit's model: convolutions and
 matrix products, a multiply-add counting 2, where torchvision's model tables
 count 1; RoI pooling, NMS and elementwise ops are not counted), the
 GFLOP/s detkit achieves (FLOPs / its median inference time), and that as a
-fraction of this machine's fp32 GEMM peak (detkit.machine.gemm_gflops(),
+fraction of this machine's fp32 GEMM peak (detkit.runtimes.machine.gemm_gflops(),
 measured in the same run with the same threads).
 """
 from __future__ import annotations
@@ -39,7 +39,8 @@ import torch
 import torchvision
 from torch.utils.flop_counter import FlopCounterMode
 
-from detkit import machine, models
+from detkit import models
+from detkit.runtimes import machine
 
 
 def _torchvision_rcnn(kind):

@@ -21,7 +21,7 @@ from torch import nn
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
-from detkit.machine import gemm_gflops  # noqa: E402
+from detkit.runtimes.machine import gemm_gflops  # noqa: E402
 
 
 def parse_args(argv=None) -> argparse.Namespace:

@@ -13,7 +13,7 @@ size (random weights: the timing is what this measures, not accuracy).
 
 Before timing, detkit eager must give torchvision's detections (labels
 equal, boxes within 1e-2 px, scores within 1e-4), and each runtime's dense
-part (detkit.runtime_ort.dense_parts: SSD's backbone and head, Faster
+part (detkit.runtimes.parts.dense_parts: SSD's backbone and head, Faster
 R-CNN's backbone and RPN head) must return what eager's does within the
 runtime's tolerance, DENSE_TOLERANCE: the largest absolute difference over
 the largest absolute value, per output tensor, worst tensor shown ("dense
@@ -29,7 +29,7 @@ warm-up call (its compile time is printed, not timed). Timings: the median of --
 torchvision, alternating in one loop after a warm-up; ratio = torchvision
 eager time / runtime time (the speed-up; higher is faster). ONNX Runtime's intra-op threads
 are set to torch.get_num_threads() (--threads). The fp32 GEMM peak
-(detkit.machine.gemm_gflops(), same threads) is printed for scale, and the
+(detkit.runtimes.machine.gemm_gflops(), same threads) is printed for scale, and the
 bfloat16 one with bf16. Roofline columns: GFLOP/s = the model's inference
 FLOPs (benchmarks/models.py's count, the same for every runtime) / the
 median time, and its share of the GEMM peak of the runtime's precision.
@@ -46,8 +46,9 @@ import torch
 import torchvision
 from torchvision.ops import box_iou
 
-from detkit import machine, models, runtimes
-from detkit.runtime_ort import dense_parts
+from detkit import models, runtimes
+from detkit.runtimes import machine
+from detkit.runtimes.parts import dense_parts
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from benchmarks.models import _torchvision_rcnn, inference_flops, same_detections  # noqa: E402  models.py's peer, check, FLOPs

@@ -44,7 +44,7 @@ from detkit.ops import box_iou
 from detkit.ops.selective_search import selective_search
 
 try:
-    from detkit.machine import gemm_gflops
+    from detkit.runtimes.machine import gemm_gflops
 except ImportError:  # older trees kept it in benchmarks/
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     from benchmarks.machine import gemm_gflops

@@ -26,7 +26,7 @@ import pytest
 from benchmarks.peers import Case
 from detkit.evaluation import COCOEvaluator
 from detkit.evaluation.coco import STAT_NAMES
-from detkit.testing import synthetic_coco
+from detkit.data.synthetic import synthetic_coco
 
 SIDES = ["detkit", "pycocotools", "faster-coco-eval"]
 

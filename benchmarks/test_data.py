@@ -26,7 +26,7 @@ import torch
 from benchmarks.peers import Case
 from detkit.data import CocoDetection, shapes
 from detkit.data import transforms as T
-from detkit.testing import synthetic_coco
+from detkit.data.synthetic import synthetic_coco
 
 THREADS = 1
 MEAN_FILL = (124, 116, 104)

@@ -17,7 +17,7 @@ from torchvision.models.detection.image_list import ImageList
 
 from benchmarks.peers import Case
 from detkit import ops
-from detkit.testing import clustered_boxes, random_boxes
+from detkit.data.synthetic import clustered_boxes, random_boxes
 
 THREADS = 2
 

@@ -32,7 +32,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
 from benchmarks.heldout import score  # noqa: E402
-from detkit.machine import gemm_gflops  # noqa: E402
+from detkit.runtimes.machine import gemm_gflops  # noqa: E402
 
 SSD_SCALES = [0.12, 0.2, 0.32, 0.46, 0.6, 0.75, 0.9]  # configs/ssd_shapes.py: the objects' sizes
 BATCH_PER_RANK = 8  # x 2 ranks

@@ -11,7 +11,7 @@ from torch import nn
 
 from . import models, runtimes
 from .config import MASK_MODEL_PREFIX, Config, ConfigError, DataConfig, EvalConfig, ModelConfig
-from .data import read_image
+from .data.images import image_files, read_image
 from .engine.build import build_model
 from .engine.checkpoint import CheckpointError, checkpoint_classes, load_checkpoint, load_model_state
 
@@ -76,8 +76,6 @@ def calibration_inputs(calibration: Calibration) -> Optional[list]:
     if calibration is None:
         return None
     if isinstance(calibration, (str, os.PathLike)):
-        from .inference import image_files  # detkit.inference imports this module
-
         return image_files(os.fspath(calibration))
     if isinstance(calibration, (np.ndarray, torch.Tensor)):
         raise TypeError("calibration: give a list of images (or a folder or glob), not one array")

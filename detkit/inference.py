@@ -12,7 +12,6 @@ round differently); the JSON and the drawings keep the input order.
 """
 from __future__ import annotations
 
-import glob
 import os
 import queue
 import threading
@@ -29,50 +28,16 @@ from torch import nn
 from tqdm import tqdm
 
 from .api import detect
-from .data import read_image
-from .rle import encode_masks
-from .jsonio import write_json_atomic
-from .viz import draw_detections, write_image
+from .data.images import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, expand_inputs, image_files, read_image
+from .io.jsonio import write_json_atomic
+from .io.rle import encode_masks
+from .io.viz import draw_detections, write_image
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
-VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v")
+__all__ = ["run_inference", "detect_files", "decoded", "detections_json", "expand_inputs", "image_files",
+           "IMAGE_EXTENSIONS", "VIDEO_EXTENSIONS"]
+
 FIXED_SIZE_BATCH = 8  # default batch for models that resize every image to one size
 DEFAULT_WORKERS = 2  # reader threads
-
-
-def expand_inputs(inputs: Sequence[str]) -> list[str]:
-    """Files as given and the images inside folders (sorted); a missing path
-    or a file of unknown type is an error naming it."""
-    files = []
-    for item in inputs:
-        if os.path.isdir(item):
-            found = sorted(os.path.join(item, f) for f in os.listdir(item) if f.lower().endswith(IMAGE_EXTENSIONS))
-            if not found:
-                raise ValueError(f"{item}: the folder holds no images ({', '.join(IMAGE_EXTENSIONS)})")
-            files.extend(found)
-        elif not os.path.exists(item):
-            raise FileNotFoundError(f"input not found: {item}")
-        elif not item.lower().endswith(IMAGE_EXTENSIONS + VIDEO_EXTENSIONS):
-            raise ValueError(f"{item}: not an image or video file by its extension")
-        else:
-            files.append(item)
-    return files
-
-
-def image_files(spec: str) -> list[str]:
-    """The images a folder holds, a glob pattern matches (both sorted), or one image file."""
-    if os.path.isdir(spec):
-        return expand_inputs([spec])
-    if os.path.isfile(spec):
-        if not spec.lower().endswith(IMAGE_EXTENSIONS):
-            raise ValueError(f"{spec}: not an image file by its extension")
-        return [spec]
-    if glob.has_magic(spec):
-        found = sorted(path for path in glob.glob(spec) if path.lower().endswith(IMAGE_EXTENSIONS))
-        if not found:
-            raise ValueError(f"{spec}: the pattern matches no images ({', '.join(IMAGE_EXTENSIONS)})")
-        return found
-    raise FileNotFoundError(f"images not found: {spec}")
 
 
 @dataclass

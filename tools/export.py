@@ -29,8 +29,8 @@ def parse_args(argv=None) -> argparse.Namespace:
 def main(argv=None) -> int:
     args = parse_args(argv)
     from detkit.api import load_model
-    from detkit.export import export_model
-    from detkit.jsonio import write_json_atomic
+    from detkit.runtimes.export import export_model
+    from detkit.io.jsonio import write_json_atomic
 
     model = load_model(args.checkpoint, "cpu")
     data = model.config.data

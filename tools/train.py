@@ -57,7 +57,7 @@ def wall_time_line(seconds: float, on_cpu: bool) -> str:
     minutes, rest = divmod(round(seconds), 60)
     line = f"wall time {minutes} min {rest:02d} s"
     if on_cpu:
-        from detkit.machine import gemm_gflops
+        from detkit.runtimes.machine import gemm_gflops
 
         line += f" on this CPU: fp32 GEMM {gemm_gflops():.0f} GFLOP/s (1024x1024 torch.mm, {_threads()} threads)"
     return line

@@ -1,8 +1,9 @@
-"""Datasets (COCO, VOC, the synthetic Shapes set), transforms and batching."""
+"""Datasets (COCO, VOC, the synthetic Shapes set), transforms, batching, and
+the images on disk (reading one, finding those that paths, folders and globs name)."""
 from . import proposals, shapes, transforms
 from .coco import CocoDetection
 from .collate import collate, collate_stacked
-from .images import read_image
+from .images import IMAGE_EXTENSIONS, expand_inputs, image_files, read_image
 from .problems import AnnotationError
 from .voc import VOC_CLASSES, VOCDetection
 
@@ -13,6 +14,9 @@ __all__ = [
     "VOC_CLASSES",
     "collate",
     "collate_stacked",
+    "expand_inputs",
+    "image_files",
+    "IMAGE_EXTENSIONS",
     "proposals",
     "read_image",
     "shapes",

@@ -9,10 +9,10 @@ from typing import Callable, Optional
 
 import numpy as np
 
-from ..jsonio import load_json, short_repr
-from ..rle import segmentation_problem
-from ..targets import NumpyTarget
-from .images import MAX_IMAGE_PIXELS, read_image
+from ..io.jsonio import load_json, short_repr
+from ..io.rle import segmentation_problem
+from .targets import NumpyTarget
+from .images import MAX_IMAGE_PIXELS, path_problem, read_image
 from .problems import AnnotationError, AnnotationProblems
 from .proposal_lookup import ProposalLookup
 
@@ -53,13 +53,13 @@ class CocoDetection:
 
     def __init__(self, image_root: str | os.PathLike, ann_file: str | os.PathLike,
                  transforms: Optional[Callable] = None, with_masks: bool = False, skip_invalid: bool = False,
-                 proposals: Optional[Mapping] = None):
+                 proposals: Optional[Mapping] = None, dataset: Optional[dict] = None):
         self.image_root = os.fspath(image_root)
-        self.ann_file = os.fspath(ann_file)
+        self.ann_file = os.fspath(ann_file)  # with `dataset` given: what it was read from, for messages
         self.transforms = transforms
         self.with_masks = with_masks
         problems = AnnotationProblems(self.ann_file, skip_invalid)
-        dataset = _load_json(self.ann_file, problems)
+        dataset = _load_json(self.ann_file, problems) if dataset is None else _checked(dataset, problems)
         self.cat_ids, self.classes = _categories(dataset["categories"], problems)
         self.label_of = {cat: n + 1 for n, cat in enumerate(self.cat_ids)}
         self.images = _images(dataset["images"], problems)
@@ -163,6 +163,11 @@ def _load_json(path: str, problems: AnnotationProblems) -> dict:
         dataset = load_json(path, "annotation file")
     except ValueError as exc:  # "<path>: not valid JSON (...)"
         raise AnnotationError(str(exc)) from None
+    return _checked(dataset, problems)
+
+
+def _checked(dataset, problems: AnnotationProblems) -> dict:
+    """`dataset` once it is an object whose three sections are lists, with images."""
     if not isinstance(dataset, dict):
         problems.fail(f"expected a JSON object with images, annotations and categories, got {short_repr(dataset)}")
     for key in ("images", "annotations", "categories"):
@@ -216,6 +221,8 @@ def _image_problem(image: dict) -> Optional[str]:
         return f"'id' must be an integer, got {short_repr(image['id'])}"
     if not isinstance(image["file_name"], str) or not image["file_name"]:
         return f"'file_name' must be a non-empty string, got {short_repr(image['file_name'])}"
+    if (problem := path_problem(image["file_name"])) is not None:
+        return problem
     width, height = image["width"], image["height"]
     if not (type(width) is int and type(height) is int and width > 0 and height > 0
             and width * height <= MAX_IMAGE_PIXELS):

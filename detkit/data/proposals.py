@@ -32,7 +32,7 @@ import torch
 from torch import Tensor
 from tqdm import tqdm
 
-from ..jsonio import atomic_write, short_repr
+from ..io.jsonio import atomic_write, short_repr
 from .coco import CocoDetection
 from .images import read_image
 from .voc import VOCDetection

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from ..rle import encode_masks
+from ..io.rle import encode_masks
 
 BASIC_CLASSES = ("circle", "square", "triangle", "hexagon", "star")
 HARD_CLASSES = BASIC_CLASSES + ("ellipse", "cross", "ring")

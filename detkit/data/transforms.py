@@ -16,7 +16,7 @@ import cv2
 import numpy as np
 import torch
 
-from ..targets import NumpyTarget
+from .targets import NumpyTarget
 
 # Target entries with one row per object; everything else (image_id, ...) is left alone.
 PER_OBJECT = ("boxes", "labels", "iscrowd", "difficult", "masks", "scores")

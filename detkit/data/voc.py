@@ -14,9 +14,9 @@ from typing import Callable, Optional, Sequence
 import numpy as np
 from defusedxml import DefusedXmlException, ElementTree
 
-from ..jsonio import short_repr
-from ..targets import NumpyTarget
-from .images import MAX_IMAGE_PIXELS, read_image
+from ..io.jsonio import short_repr
+from .targets import NumpyTarget
+from .images import MAX_IMAGE_PIXELS, path_problem, read_image
 from .problems import AnnotationError, AnnotationProblems
 from .proposal_lookup import ProposalLookup
 
@@ -71,6 +71,9 @@ class VOCDetection:
             raise ValueError(f"{list_file}: not a UTF-8 text file ({exc.reason} at byte {exc.start})") from None
         if not self.ids:
             raise ValueError(f"{list_file}: the image list is empty")
+        for n, image_id in enumerate(self.ids):  # ids become file names: none may lead outside the dataset
+            if (problem := path_problem(image_id)) is not None:
+                raise AnnotationError(f"{list_file}: image id {n + 1}: {problem}")
         self.proposals = None if proposals is None else ProposalLookup(proposals, self.ids, list_file)
 
     def __len__(self) -> int:
@@ -80,7 +83,7 @@ class VOCDetection:
         image_id = self.ids[index]
         xml_path = self._xml_path(image_id)
         annotation = _parse(xml_path)
-        path = os.path.join(self.root, "JPEGImages", _file_name(annotation, image_id))
+        path = os.path.join(self.root, "JPEGImages", _file_name(annotation, image_id, xml_path))
         image = read_image(path)
         size = _size(annotation, xml_path)
         if size is not None and image.shape[:2] != size:
@@ -100,7 +103,7 @@ class VOCDetection:
         xml_path = self._xml_path(image_id)
         annotation = _parse(xml_path)
         size = _size(annotation, xml_path)
-        return self._target(annotation, image_id, xml_path, size), _file_name(annotation, image_id), size
+        return self._target(annotation, image_id, xml_path, size), _file_name(annotation, image_id, xml_path), size
 
     def _xml_path(self, image_id: str) -> str:
         return os.path.join(self.root, "Annotations", f"{image_id}.xml")
@@ -171,8 +174,13 @@ def _parse(xml_path: str):
     return root
 
 
-def _file_name(annotation, image_id: str) -> str:
-    return (annotation.findtext("filename") or "").strip() or f"{image_id}.jpg"
+def _file_name(annotation, image_id: str, xml_path: str) -> str:
+    """The image's file name in JPEGImages: <filename>, else the id's .jpg;
+    a name that leads outside the folder is an error naming the XML."""
+    name = (annotation.findtext("filename") or "").strip() or f"{image_id}.jpg"
+    if (problem := path_problem(name)) is not None:
+        raise AnnotationError(f"{xml_path}: <filename>: {problem}")
+    return name
 
 
 def _size(annotation, xml_path: str) -> Optional[tuple[int, int]]:

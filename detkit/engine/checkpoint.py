@@ -24,8 +24,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..jsonio import atomic_write
-from ..weights import CHECKPOINT_FORMAT, WeightsError, error_summary, load_state_strict
+from ..io.jsonio import atomic_write
+from ..models.weights import CHECKPOINT_FORMAT, WeightsError, error_summary, load_state_strict
 
 FORMAT = CHECKPOINT_FORMAT
 VERSION = 1

@@ -9,8 +9,8 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 
-from ..jsonio import atomic_write
-from ..viz import draw_detections, plot_training_curves, write_image
+from ..io.jsonio import atomic_write
+from ..io.viz import draw_detections, plot_training_curves, write_image
 
 
 class MetricsLog:

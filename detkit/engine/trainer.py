@@ -41,7 +41,7 @@ from tqdm import tqdm
 from ..config import Config
 from ..data import collate
 from ..evaluation import save_metrics
-from ..jsonio import check_writable_folder, remove_temp_files, write_json_atomic
+from ..io.jsonio import check_writable_folder, remove_temp_files, write_json_atomic
 from . import distributed as dist
 from .build import LRSchedule, build_datasets, build_model, build_optimizer
 from .checkpoint import (CheckpointError, check_checkpoint_space, load_checkpoint, load_model_state, rng_state,

@@ -23,8 +23,8 @@ from typing import Any, Collection, Mapping, Optional, Sequence, Union
 import numpy as np
 from torch import Tensor
 
-from ..jsonio import load_json, short_repr, write_json_atomic
-from ..rle import encode_masks, rle_to_json, segmentation_problem
+from ..io.jsonio import load_json, short_repr, write_json_atomic
+from ..io.rle import encode_masks, rle_to_json, segmentation_problem
 from . import _kernels
 
 IOU_TYPES = ("bbox", "segm")

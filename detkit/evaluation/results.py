@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from typing import Mapping, Sequence, Union
 
-from ..jsonio import write_json_atomic
+from ..io.jsonio import write_json_atomic
 from .coco import COCOMetrics, pr_curves
 from .voc import VOCMetrics
 
@@ -39,7 +39,7 @@ def plot_pr_curves(curves: Mapping[str, tuple], path: Union[str, os.PathLike], t
     curves: class name -> (recall array, precision array), e.g.
     VOCMetrics.curves or coco_pr_curves(metrics, names).
     """
-    from ..viz import agg_figure, save_png  # matplotlib and OpenCV load only when plotting
+    from ..io.viz import agg_figure, save_png  # matplotlib and OpenCV load only when plotting
 
     names = list(curves)
     if not names:

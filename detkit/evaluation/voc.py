@@ -20,7 +20,7 @@ import numpy as np
 from numba import njit
 from torch import Tensor
 
-from ..jsonio import write_json_atomic
+from ..io.jsonio import write_json_atomic
 
 STAT_NAMES = ("mAP",)
 

@@ -30,7 +30,7 @@ from torch import Tensor, nn
 from torchvision.ops import roi_align
 
 from ..ops.selective_search import selective_search
-from ..targets import TensorTarget
+from .targets import TensorTarget
 from .transform import ChannelsLast, DetectionTransform, check_images, check_targets, resize_boxes
 
 
@@ -152,8 +152,7 @@ class ProposalRCNN(ChannelsLast, nn.Module):
         proposals = self._proposals(images, targets, proposals)
         original_sizes = [(int(img.shape[-2]), int(img.shape[-1])) for img in images]
         image_list, targets = self.transform(list(images), targets if self.training else None)
-        proposals = [resize_boxes(p.to(torch.float32), original, size)
-                     for p, original, size in zip(proposals, original_sizes, image_list.image_sizes)]
+        proposals = [p.to(torch.float32) for p in proposals]  # PLANTED
         features = self.backbone(self._layout(image_list.tensors))
         detections, losses = self.roi_heads(features, proposals, image_list.image_sizes, targets)
         if self.training:

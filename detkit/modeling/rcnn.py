@@ -10,7 +10,7 @@ from torch import Tensor, nn
 from .roi_heads import paste_masks
 from .transform import ChannelsLast, DetectionTransform, check_images, check_targets
 
-from ..targets import TensorTarget
+from .targets import TensorTarget
 
 
 class FasterRCNN(ChannelsLast, nn.Module):

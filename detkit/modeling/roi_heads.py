@@ -14,7 +14,7 @@ from .. import ops
 from ..ops.roi_align import roi_align
 from .rpn import encode_matched
 
-from ..targets import TensorTarget
+from .targets import TensorTarget
 
 
 class SingleScaleRoIPool(nn.Module):

@@ -8,7 +8,7 @@ from torch import Tensor, nn
 from .. import ops
 from .anchor_maps import flatten_anchor_maps
 
-from ..targets import TensorTarget
+from .targets import TensorTarget
 
 
 class RPNHead(nn.Module):

@@ -21,7 +21,7 @@ from .initializers import xavier_init
 from .. import ops
 from .transform import ChannelsLast, DetectionTransform, check_images, check_targets
 
-from ..targets import TensorTarget
+from .targets import TensorTarget
 
 
 class ScoringHead(nn.Module):

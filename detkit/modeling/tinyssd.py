@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..ops import d2l
-from ..targets import TensorTarget
+from .targets import TensorTarget
 from .transform import DetectionTransform, check_images, check_targets
 
 # The book's anchors: two sizes per stage (the second sqrt(s_i * s_{i+1})) and three ratios.

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torchvision.models.detection.image_list import ImageList
 
-from ..targets import TensorTarget
+from .targets import TensorTarget
 
 
 def check_images(images: Sequence[Tensor]) -> None:

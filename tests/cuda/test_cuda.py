@@ -11,7 +11,7 @@ import detkit
 from detkit import models, ops
 from detkit.config import apply_overrides
 from detkit.engine import load_checkpoint, train
-from detkit.testing import clustered_boxes
+from detkit.data.synthetic import clustered_boxes
 from tests.helpers import tiny_ssd_config
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")

@@ -11,7 +11,7 @@ from torch import nn
 from detkit.config import DataConfig, ModelConfig, ScheduleConfig, SolverConfig
 from detkit.engine.build import LRSchedule, build_model, build_optimizer, train_transforms
 from detkit.models import ModelOptionError
-from detkit.weights import WeightsError
+from detkit.models.weights import WeightsError
 
 
 def schedule(**fields) -> ScheduleConfig:
@@ -99,7 +99,7 @@ def test_build_model_loads_a_detkit_checkpoint_or_a_state_dict(tmp_path):
         loaded = build_model(ModelConfig(name=config.name, options=config.options, weights=str(path)), 4)
         assert all(torch.equal(a, b) for a, b in zip(loaded.state_dict().values(), source.state_dict().values()))
     tuned = build_model(ModelConfig(name=config.name, options=config.options, weights=str(plain)), 6)
-    assert tuned.num_classes == 6  # another class count fine-tunes (tests/test_pretrained.py)
+    assert tuned.num_classes == 6  # another class count fine-tunes (tests/models/test_pretrained.py)
     wider = ModelConfig(name=config.name, options={**config.options, "width": 0.5}, weights=str(plain))
     with pytest.raises(WeightsError, match=r"plain\.pth does not fit SSD .*other shapes"):
         build_model(wider, 4)

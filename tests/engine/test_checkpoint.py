@@ -9,7 +9,7 @@ from torch import nn
 
 from detkit.engine import checkpoint as ckpt
 from detkit.engine.checkpoint import CheckpointError, load_checkpoint, load_model_state, save_checkpoint
-from detkit.jsonio import remove_temp_files
+from detkit.io.jsonio import remove_temp_files
 
 
 def state(value: float) -> dict:

@@ -12,7 +12,7 @@ from pycocotools.cocoeval import COCOeval
 
 from detkit.evaluation import COCOEvaluator, evaluate_coco
 from detkit.evaluation.coco import STAT_NAMES
-from detkit.testing import synthetic_coco
+from detkit.data.synthetic import synthetic_coco
 
 
 def pycocotools_eval(gt, results, iou_type):

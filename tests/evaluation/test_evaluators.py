@@ -15,7 +15,7 @@ from torch import nn
 from detkit.engine.evaluate import build_evaluator, evaluate, key_metric, score, summary
 from detkit.evaluation import COCOEvaluator, VOCEvaluator
 from detkit.evaluation.coco import STAT_NAMES
-from detkit.testing import synthetic_coco
+from detkit.data.synthetic import synthetic_coco
 
 
 def pycocotools_stats(gt, results, image_ids):

@@ -6,7 +6,7 @@ import torch
 
 from detkit.evaluation import (COCOEvaluator, VOCEvaluator, ap_table, coco_pr_curves, plot_pr_curves,
                                save_metrics)
-from detkit.testing import synthetic_coco
+from detkit.data.synthetic import synthetic_coco
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,7 @@ from hypothesis import strategies as st
 
 from detkit import ops
 from detkit.ops import boxes as B
-from detkit.testing import random_boxes
+from detkit.data.synthetic import random_boxes
 
 DTYPES = [torch.float32, torch.float64]
 FORMATS = ["xyxy", "xywh", "cxcywh"]

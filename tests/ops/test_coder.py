@@ -6,7 +6,7 @@ from torchvision.models.detection import _utils as tv
 
 from detkit import ops
 from detkit.ops import coder as C
-from detkit.testing import random_boxes
+from detkit.data.synthetic import random_boxes
 
 WEIGHTS = [(1.0, 1.0, 1.0, 1.0), (10.0, 10.0, 5.0, 5.0)]
 

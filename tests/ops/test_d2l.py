@@ -10,7 +10,7 @@ import torch
 
 from detkit import ops
 from detkit.ops import d2l
-from detkit.testing import random_boxes
+from detkit.data.synthetic import random_boxes
 
 # --- the book's definitions, restated as plain loops -----------------------------------------------
 

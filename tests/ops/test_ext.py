@@ -10,7 +10,7 @@ from torchvision.models.detection.image_list import ImageList
 
 from detkit import ops
 from detkit.ops import _ext
-from detkit.testing import clustered_boxes, random_boxes
+from detkit.data.synthetic import clustered_boxes, random_boxes
 
 
 def run_every_op():

@@ -5,7 +5,7 @@ from torchvision.ops import box_iou as tv_box_iou
 
 from detkit import ops
 from detkit.ops import matcher as M
-from detkit.testing import random_boxes
+from detkit.data.synthetic import random_boxes
 
 
 def ssd300_anchors(dtype=torch.float32):

@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from detkit import ops
-from detkit.testing import clustered_boxes, random_boxes
+from detkit.data.synthetic import clustered_boxes, random_boxes
 
 # detkit.ops.nms (the function) shadows the module of the same name.
 N = importlib.import_module("detkit.ops.nms")

@@ -352,7 +352,7 @@ def test_infer_with_another_runtime_writes_what_detect_gives_with_it(checkpoint,
                                                                       monkeypatch):
     """tools/infer.py --runtime (and --calibration) reaches the runtime: its records are detect()'s with the
     same runtime and calibration images (quantisation is deterministic); agreement with eager is
-    tests/test_runtimes.py's, on trained models."""
+    tests/runtimes/test_runtimes.py's, on trained models."""
     from detkit import runtimes
     from detkit.inference import detections_json
 

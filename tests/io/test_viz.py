@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from detkit.evaluation import plot_pr_curves
-from detkit.viz import plot_training_curves
+from detkit.io.viz import plot_training_curves
 
 PNG = b"\x89PNG\r\n\x1a\n"
 

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .rle import encode_masks
+from ..io.rle import encode_masks
 
 
 def random_boxes(n: int, size: float = 1000.0, max_side: float = 200.0, seed: int = 0,

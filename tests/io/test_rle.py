@@ -3,7 +3,7 @@ import pytest
 import torch
 from pycocotools import mask as mask_utils
 
-from detkit.rle import encode_masks, rle_to_json
+from detkit.io.rle import encode_masks, rle_to_json
 
 
 def _masks(seed=0, n=3, h=17, w=23):

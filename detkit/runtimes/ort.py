@@ -3,13 +3,7 @@ runs in ONNX Runtime (CPU execution provider, all graph optimisations) while
 everything else (input transform, anchors, box decoding, NMS, RoI heads)
 stays detkit's.
 
-Dense parts, by model type (dotted submodule paths):
-
-    SSD                          backbone, head
-    FasterRCNN (and Mask R-CNN)  backbone, rpn.head
-    ProposalRCNN, Fast R-CNN     backbone
-    ProposalRCNN, R-CNN          roi_heads.box_roi_pool.body (the per-crop CNN)
-
+The dense parts of each model type are listed in detkit.runtimes.parts.
 Each part is exported on its own (torch.onnx's TorchScript exporter, opset
 17) from a deep copy of the model in eval mode, with its BatchNorms folded
 and its weights in NCHW, with the batch, height and width of every input
@@ -25,16 +19,18 @@ import copy
 import io
 import warnings
 from collections import Counter
-from typing import Callable, Iterable, Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 import torch
 from torch import Tensor, nn
 from torch.utils import _pytree as pytree
 
-__all__ = ["OrtModule", "dense_parts", "optimize_onnxruntime", "replace_dense_parts", "import_onnxruntime"]
+from .fold import fold_batchnorms
+from .parts import capture_example_inputs, capture_inputs, dense_parts
+
+__all__ = ["OrtModule", "optimize_onnxruntime", "replace_dense_parts", "import_onnxruntime"]
 
 OPSET = 17
-MAX_CAPTURED_BATCH = 16  # inputs kept per call when capturing (R-CNN's body sees hundreds of crops a call)
 
 
 def import_onnxruntime(runtime: str = "onnxruntime"):
@@ -44,25 +40,6 @@ def import_onnxruntime(runtime: str = "onnxruntime"):
     except ImportError:
         raise ImportError(f"runtime {runtime!r} needs onnxruntime: pip install onnxruntime") from None
     return onnxruntime
-
-
-def dense_parts(model: nn.Module, runtime: str = "onnxruntime") -> list[str]:
-    """The dotted paths of `model`'s submodules that run in ONNX Runtime."""
-    from .modeling.proposal_rcnn import ImageAsFeatures, ProposalRCNN, WarpedRegionFeatures
-    from .modeling.rcnn import FasterRCNN
-    from .modeling.ssd import SSD
-
-    if isinstance(model, SSD):
-        return ["backbone", "head"]
-    if isinstance(model, FasterRCNN):
-        return ["backbone", "rpn.head"]
-    if isinstance(model, ProposalRCNN):
-        if not isinstance(model.backbone, ImageAsFeatures):
-            return ["backbone"]
-        if isinstance(model.roi_heads.box_roi_pool, WarpedRegionFeatures):
-            return ["roi_heads.box_roi_pool.body"]
-    raise ValueError(f"runtime {runtime!r} does not know the dense part of a {type(model).__name__} "
-                     "(it knows SSD, FasterRCNN/Mask R-CNN and ProposalRCNN)")
 
 
 def optimize_onnxruntime(model: nn.Module) -> nn.Module:
@@ -75,8 +52,6 @@ def replace_dense_parts(model: nn.Module, runtime: str, make_onnx: Callable[[nn.
     """A deep copy of `model` (eval mode, norms folded) with each dense part
     replaced by an OrtModule of make_onnx(part, the inputs it took while the
     copy ran on `images`, one example images when None)."""
-    from .runtimes import fold_batchnorms
-
     import_onnxruntime(runtime)
     paths = dense_parts(model, runtime)
     twin = copy.deepcopy(model).eval()
@@ -96,44 +71,6 @@ def replace_dense_parts(model: nn.Module, runtime: str, make_onnx: Callable[[nn.
     if channels_last and not all(isinstance(m, OrtModule) for m in twin._conv_modules()):
         twin.channels_last = True  # what stays in torch (e.g. a mask head) runs channels-last as before
     return twin
-
-
-def capture_example_inputs(model: nn.Module, paths: Iterable[str]) -> dict[str, list[tuple]]:
-    """capture_inputs on one random 240x320 image (with two fixed proposals for
-    a ProposalRCNN, whose selective search would take a while)."""
-    from .modeling.proposal_rcnn import ProposalRCNN
-
-    image = torch.rand(3, 240, 320, generator=torch.Generator().manual_seed(0))
-    if not isinstance(model, ProposalRCNN):
-        return capture_inputs(model, paths, [image])
-    proposals = torch.tensor([[32.0, 24.0, 192.0, 168.0], [96.0, 48.0, 288.0, 216.0]])
-    return capture_inputs(model, paths, [image], call=lambda images: model(images, proposals=[proposals]))
-
-
-@torch.no_grad()
-def capture_inputs(model: nn.Module, paths: Iterable[str], images: Sequence[Tensor],
-                   call: Optional[Callable] = None) -> dict[str, list[tuple]]:
-    """The positional inputs each submodule at `paths` takes while `model`
-    (or `call`) runs on each image alone, as single-image inference does;
-    cloned, at most MAX_CAPTURED_BATCH of a batch."""
-    captured: dict[str, list[tuple]] = {path: [] for path in paths}
-
-    def keep(t):
-        return t[:MAX_CAPTURED_BATCH].detach().float().contiguous().clone() if isinstance(t, Tensor) else t
-
-    def hook(path):
-        return lambda module, args: captured[path].append(pytree.tree_map(keep, args))
-    handles = [model.get_submodule(path).register_forward_pre_hook(hook(path)) for path in captured]
-    try:
-        for image in images:
-            (call or model)([image])
-    finally:
-        for handle in handles:
-            handle.remove()
-    for path, inputs in captured.items():
-        if not inputs:
-            raise RuntimeError(f"{type(model).__name__}.{path} was not called on the images")
-    return captured
 
 
 class ExportedPart:

@@ -1,4 +1,4 @@
-"""Reading starting weights: one reader for detkit checkpoints and plain
+"""Starting weights and fine-tuning for the zoo: one reader for detkit checkpoints and plain
 state_dicts (torchvision's files), and one strict loader whose errors name
 the file and the keys.
 
@@ -22,6 +22,9 @@ from urllib.parse import urlparse
 
 import torch
 from torch import Tensor, nn
+
+from ..modeling.ssd import SSD
+from ..modeling.tinyssd import TinySSD
 
 # The tag every detkit checkpoint carries (detkit.engine.checkpoint writes it).
 CHECKPOINT_FORMAT = "detkit"
@@ -207,3 +210,59 @@ def _other_rank() -> bool:
     import torch.distributed as dist
 
     return dist.is_available() and dist.is_initialized() and dist.get_rank() != 0
+
+
+# --- starting weights of zoo models ---------------------------------------------------------------
+
+
+def starting_weights(name: str, weights: PathLike, pretrained: list[str]):
+    """(state_dict, class names or None, source text) of `weights` for zoo model `name`."""
+    if is_weights_name(weights):
+        twin = name if name in PRETRAINED_MODELS else None
+        member = resolve_weights(weights, twin, f"model {name!r}", pretrained)
+        categories = member.meta.get("categories")
+        return fetch_state_dict(member), (categories[1:] if categories else None), f"{member}"
+    state, classes = read_weights(weights)
+    return state, classes, os.fspath(weights)
+
+
+def class_layers(model: nn.Module) -> dict[str, Callable[[], None]]:
+    """The layers whose shape depends on the class count -> their constructor initialisation."""
+    if isinstance(model, TinySSD):
+        return model.class_layers()
+    if isinstance(model, SSD):
+        return {"head.classification_head": model.head.classification_head.reset_parameters}
+    layers = {"roi_heads.box_predictor": model.roi_heads.box_predictor.reset_parameters}
+    if model.roi_heads.mask_predictor is not None:
+        layers["roi_heads.mask_predictor.mask_fcn_logits"] = model.roi_heads.mask_predictor.reset_logits
+    return layers
+
+
+def load_backbone_weights(backbone: nn.Module, spec: Optional[PathLike]) -> None:
+    """Loads ImageNet classification weights into `backbone` (their classifier
+    dropped): a file, or a torchvision weights name of the backbone's twin
+    ("IMAGENET1K_V1", "IMAGENET1K_FEATURES" for VGG-16, "DEFAULT", ...)."""
+    if spec is None:
+        return
+    if is_weights_name(spec):
+        member = backbone_member(backbone, spec)
+        state, source = fetch_state_dict(member), f"{member}"
+    else:
+        (state, _), source = read_weights(spec, "backbone weights"), os.fspath(spec)
+    try:
+        backbone.load_imagenet(state)
+    except (RuntimeError, KeyError) as exc:
+        raise WeightsError(f"{source} does not fit {type(backbone).__name__}: {str(exc).splitlines()[0]}") from None
+
+
+def backbone_member(backbone: nn.Module, spec: str):
+    """The torchvision weights `spec` names for `backbone`: "DEFAULT" is the
+    member that fits its input normalisation (VGG-16 for SSD: IMAGENET1K_FEATURES),
+    and a member trained on other inputs is refused."""
+    fitting = backbone.imagenet_weights
+    what = type(backbone).__name__
+    member = resolve_weights(fitting[0] if spec == "DEFAULT" and fitting else spec, backbone.torchvision_name, what)
+    if fitting and member.name not in fitting:
+        raise WeightsError(f"{member} expects other inputs than {what} is fed; it takes "
+                           f"{type(member).__name__}.{{{', '.join(fitting)}}}")
+    return member

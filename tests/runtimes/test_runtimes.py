@@ -257,7 +257,7 @@ def test_onnxruntime_gives_the_eager_detections_at_any_size(ort_case):
 
 def test_onnxruntime_replaces_the_dense_parts_of_a_copy(ort_case):
     name, model, optimized, _ = ort_case
-    from detkit.runtime_ort import OrtModule
+    from detkit.runtimes.ort import OrtModule
 
     assert [path for path, m in optimized.named_modules() if isinstance(m, OrtModule)] == PARTS[name]
     assert not any(isinstance(m, OrtModule) for m in model.modules())
@@ -269,7 +269,7 @@ def test_onnxruntime_replaces_the_dense_parts_of_a_copy(ort_case):
 @pytest.mark.parametrize("name", list(ORT_MODELS))
 def test_an_onnxruntime_part_takes_any_batch_and_size(name):
     """The exported backbone's maps equal torch's at sizes and batches other than the export's."""
-    from detkit.runtime_ort import OrtModule
+    from detkit.runtimes.ort import OrtModule
 
     model = ort_model(name).eval()
     optimized = runtimes.optimize(model, "onnxruntime")

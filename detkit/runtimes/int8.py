@@ -1,5 +1,5 @@
 """The "int8" runtime of detkit.runtimes: the "onnxruntime" runtime's dense
-parts (see detkit.runtime_ort), quantised after training with ONNX Runtime's
+parts (see detkit.runtimes.parts), quantised after training with ONNX Runtime's
 static quantisation.
 
 Each dense part is exported to float ONNX as for "onnxruntime", then
@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from .runtime_ort import ExportedPart, export_onnx, import_onnxruntime, replace_dense_parts
+from .ort import ExportedPart, export_onnx, import_onnxruntime, replace_dense_parts
 
 __all__ = ["optimize_int8", "calibration_images", "quantize_part"]
 
@@ -60,7 +60,7 @@ def calibration_images(items: Sequence) -> list[Tensor]:
 
 def _calibration_image(i: int, item) -> Tensor:
     if isinstance(item, (str, os.PathLike)):
-        from .data import read_image
+        from ..data import read_image
 
         try:
             item = read_image(item)

@@ -21,7 +21,7 @@ from detkit.config import ConfigError, ModelConfig
 from detkit.engine import train
 from detkit.engine.build import build_model
 from detkit.engine.report import label_map, relabel
-from detkit.weights import WeightsError, hub_file
+from detkit.models.weights import WeightsError, hub_file
 from tests.helpers import tiny_ssd_config
 
 COCO_NAMES = SSD300_VGG16_Weights.COCO_V1.meta["categories"]
@@ -291,13 +291,13 @@ def test_options_that_are_builds_own_arguments_are_refused():
 
 
 def test_default_backbone_weights_fit_the_backbones_inputs():
-    from detkit.models import _backbone_member
+    from detkit.models.weights import backbone_member
     ssd = models.build("ssd300_vgg16_small", num_classes=3)
-    assert _backbone_member(ssd.backbone, "DEFAULT").name == "IMAGENET1K_FEATURES"  # what SSD was trained from
+    assert backbone_member(ssd.backbone, "DEFAULT").name == "IMAGENET1K_FEATURES"  # what SSD was trained from
     with pytest.raises(WeightsError, match=r"VGG16_Weights.IMAGENET1K_V1 expects other inputs than SSDVGG16"):
-        _backbone_member(ssd.backbone, "IMAGENET1K_V1")
+        backbone_member(ssd.backbone, "IMAGENET1K_V1")
     frcnn = models.build("fasterrcnn_vgg16", num_classes=3, width=0.125)
-    assert _backbone_member(frcnn.backbone, "DEFAULT").name == "IMAGENET1K_V1"
+    assert backbone_member(frcnn.backbone, "DEFAULT").name == "IMAGENET1K_V1"
     googlenet = models.build("ssd300_googlenet", num_classes=3, width=0.25)
     assert googlenet.transform.image_mean == [0.5, 0.5, 0.5]  # torchvision's weights take pixels in [-1, 1]
     assert list(ssd.transform.image_std) == pytest.approx([1 / 255] * 3)  # Caffe's 0-255 inputs

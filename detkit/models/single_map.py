@@ -1,7 +1,6 @@
 """Zoo builders on one stride-16 map: the Faster R-CNN paper's VGG-16 model,
 Faster R-CNN on ResNet-18's layer3 (C4), and R-CNN / Fast R-CNN on external
-proposals over four bodies: the lineage's three steps on one body. Imported
-by detkit.models, whose registry, options and helpers they use; build them
+proposals over four bodies: the lineage's three steps on one body. Build them
 through detkit.models.build.
 """
 from __future__ import annotations
@@ -10,13 +9,15 @@ from typing import Optional
 
 from torch import nn
 
-from . import ops
-from .modeling.backbones import VGG16C5, AlexNet, NiN, ResNetC4
-from .modeling.proposal_rcnn import ImageAsFeatures, ProposalRCNN, SelectiveSearchProposer, WarpedRegionFeatures
-from .modeling.rcnn import FasterRCNN
-from .modeling.roi_heads import SingleScaleRoIPool
-from .models import (RCNN_PAPER, VGG16_PAPER, PathLike, ProposalOptions, RCNNOptions, _backbone_weights, _roi_heads,
-                     _rpn, register)
+from .. import ops
+from ..modeling.backbones import VGG16C5, AlexNet, NiN, ResNetC4
+from ..modeling.proposal_rcnn import ImageAsFeatures, ProposalRCNN, SelectiveSearchProposer, WarpedRegionFeatures
+from ..modeling.rcnn import FasterRCNN
+from ..modeling.roi_heads import SingleScaleRoIPool
+from .heads import roi_heads, rpn
+from .options import RCNN_PAPER, VGG16_PAPER, ProposalOptions, RCNNOptions
+from .registry import PathLike, register
+from .weights import load_backbone_weights
 
 
 def _single_map_pool(feature: str, roi_pool: str) -> SingleScaleRoIPool:
@@ -32,11 +33,11 @@ def _single_map_faster(body: nn.Module, feature: str, num_classes: int, backbone
     """Faster R-CNN on one stride-16 map: the RPN's anchors (ratios 0.5-2) and
     7x7 RoIAlign (or RoIPool) features for two `hidden`-d layers."""
     pool = _single_map_pool(feature, roi_pool)
-    _backbone_weights(body, backbone_weights)
+    load_backbone_weights(body, backbone_weights)
     channels = body.out_channels[feature]
     anchors = ops.AnchorGenerator((tuple(detector.anchor_sizes or default_anchors),), ((0.5, 1.0, 2.0),))
-    roi_heads = _roi_heads(pool, channels, hidden, num_classes, detector)
-    return FasterRCNN(body, _rpn(anchors, channels, detector), roi_heads, num_classes, min_size=detector.min_size,
+    heads = roi_heads(pool, channels, hidden, num_classes, detector)
+    return FasterRCNN(body, rpn(anchors, channels, detector), heads, num_classes, min_size=detector.min_size,
                       max_size=detector.max_size, image_mean=body.image_mean, image_std=body.image_std,
                       channels_last=detector.channels_last)
 
@@ -79,9 +80,9 @@ _PROPOSAL_BODIES = {
 
 def _proposal_model(backbone: nn.Module, pool: nn.Module, channels: int, hidden: int, pool_size: int,
                     num_classes: int, image_norm: nn.Module, o: ProposalOptions) -> ProposalRCNN:
-    roi_heads = _roi_heads(pool, channels, hidden, num_classes, o, pool_size=pool_size, bg_iou_low=o.bg_iou_low,
-                           reg_iou_thresh=o.reg_iou_thresh)
-    return ProposalRCNN(backbone, roi_heads, SelectiveSearchProposer(o.proposal_mode, o.max_proposals), num_classes,
+    heads = roi_heads(pool, channels, hidden, num_classes, o, pool_size=pool_size, bg_iou_low=o.bg_iou_low,
+                      reg_iou_thresh=o.reg_iou_thresh)
+    return ProposalRCNN(backbone, heads, SelectiveSearchProposer(o.proposal_mode, o.max_proposals), num_classes,
                         min_size=o.min_size, max_size=o.max_size, image_mean=image_norm.image_mean,
                         image_std=image_norm.image_std, channels_last=o.channels_last)
 
@@ -91,7 +92,7 @@ def _proposal_body(name: str, width: float, backbone_weights: Optional[PathLike]
     """(body with its starting weights, its map's name, the fc layers' width) of _PROPOSAL_BODIES[name]."""
     make, feature, fc, trainable = _PROPOSAL_BODIES[name]
     body = make(width, trainable if trainable_backbone_layers is None else trainable_backbone_layers)
-    _backbone_weights(body, backbone_weights)
+    load_backbone_weights(body, backbone_weights)
     return body, feature, max(64, int(fc * width))
 
 

@@ -19,7 +19,7 @@ from typing import Sequence, Union
 import torch
 from torch import Tensor, nn
 
-from .jsonio import atomic_write
+from ..io.jsonio import atomic_write
 
 FORMATS = ("onnx", "torchscript")
 

@@ -10,14 +10,27 @@ from torch import Tensor
 from . import _ext
 
 FLOAT_DTYPES = (torch.float32, torch.float64)
+# What autocast hands the ops (bfloat16 on the CPU, float16 on a GPU). Ops that
+# take them compute in float32, as torchvision's autocast wrappers of nms and
+# roi_align do: the conversion is exact, and the kernels are float32/float64 only.
+HALF_DTYPES = (torch.float16, torch.bfloat16)
 
 
-def check_float_tensor(t: Tensor, name: str, last_dim: Optional[int] = None, ndim: Optional[int] = None) -> None:
-    """Raises TypeError unless `t` is a float32/float64 tensor of the given shape."""
+def upcast(t: Tensor) -> Tensor:
+    """float16/bfloat16 -> float32 (exact); other dtypes unchanged (no copy)."""
+    return t.float() if t.dtype in HALF_DTYPES else t
+
+
+def check_float_tensor(
+    t: Tensor, name: str, last_dim: Optional[int] = None, ndim: Optional[int] = None, half: bool = False
+) -> None:
+    """Raises TypeError unless `t` is a float32/float64 tensor (also float16/bfloat16
+    with `half`) of the given shape."""
     if not isinstance(t, Tensor):
         raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
-    if t.dtype not in FLOAT_DTYPES:
-        raise TypeError(f"{name} must be a float32 or float64 tensor, got {t.dtype}")
+    if t.dtype not in FLOAT_DTYPES + (HALF_DTYPES if half else ()):
+        kinds = "float16, bfloat16, float32 or float64" if half else "float32 or float64"
+        raise TypeError(f"{name} must be a {kinds} tensor, got {t.dtype}")
     if ndim is not None and t.dim() != ndim:
         raise ValueError(f"{name} must have {ndim} dimension(s), got shape {tuple(t.shape)}")
     if last_dim is not None and (t.dim() == 0 or t.shape[-1] != last_dim):
@@ -25,22 +38,26 @@ def check_float_tensor(t: Tensor, name: str, last_dim: Optional[int] = None, ndi
 
 
 def check_boxes(
-    boxes: Tensor, name: str, fmt: str = "xyxy", ndim: Optional[int] = 2, positive: bool = False
-) -> None:
-    """Checks boxes: Tensor[N, 4] (or [..., 4] with ndim=None) in `fmt`.
+    boxes: Tensor, name: str, fmt: str = "xyxy", ndim: Optional[int] = 2, positive: bool = False,
+    half: bool = False,
+) -> Tensor:
+    """Checks boxes: Tensor[N, 4] (or [..., 4] with ndim=None) in `fmt`, and
+    returns them as the kernels take them: float16/bfloat16 (allowed with
+    `half`) as float32, other dtypes unchanged.
 
-    Raises TypeError for non-float dtypes and ValueError, naming `name` and the
+    Raises TypeError for other dtypes and ValueError, naming `name` and the
     first bad row, for non-finite values or inverted boxes (x2 < x1 or y2 < y1
     in xyxy; negative width or height in xywh/cxcywh), and with `positive`
     (xyxy only) for boxes of zero width or height.
     """
-    check_float_tensor(boxes, name, last_dim=4, ndim=ndim)
+    check_float_tensor(boxes, name, last_dim=4, ndim=ndim, half=half)
+    boxes = upcast(boxes)
     if boxes.numel() == 0:
-        return
+        return boxes
     flat = boxes.reshape(-1, 4)
     index, reason = _first_invalid_box(flat, corners=(fmt == "xyxy"), positive=positive)
     if index < 0:
-        return
+        return boxes
     row = [float(v) for v in flat[index].tolist()]
     if reason == 1:
         raise ValueError(f"{name}[{index}] is not finite: {row}")
@@ -74,7 +91,7 @@ def check_finite(values: Tensor, name: str) -> None:
     """Raises ValueError naming `name` and the first index that is NaN or inf."""
     if values.numel() == 0:
         return
-    flat = values.reshape(-1)
+    flat = upcast(values.reshape(-1))  # the C++ check is float32/float64
     if _ext.compiled("cpp", flat):
         index = _ext.cpp.first_nonfinite(flat.detach().contiguous().numpy())
     else:
@@ -84,12 +101,14 @@ def check_finite(values: Tensor, name: str) -> None:
         raise ValueError(f"{name}[{index}] is not finite: {float(flat[index])}")
 
 
-def check_scores(scores: Tensor, n: int, name: str = "scores") -> None:
-    """Scores: float Tensor[N], finite, one per box."""
-    check_float_tensor(scores, name, ndim=1)
+def check_scores(scores: Tensor, n: int, name: str = "scores", half: bool = False) -> Tensor:
+    """Scores: float Tensor[N], finite, one per box; returned as check_boxes returns boxes."""
+    check_float_tensor(scores, name, ndim=1, half=half)
     if scores.shape[0] != n:
         raise ValueError(f"{name} has {scores.shape[0]} entries but boxes has {n}")
+    scores = upcast(scores)
     check_finite(scores, name)
+    return scores
 
 
 def check_fraction(value: float, name: str) -> float:

@@ -1,5 +1,8 @@
 """BoxCoder: the (dx, dy, dw, dh) box parametrisation of R-CNN and SSD,
-as torchvision.models.detection._utils.BoxCoder, with fused numba kernels."""
+as torchvision.models.detection._utils.BoxCoder, with fused numba kernels.
+
+float16/bfloat16 boxes and codes are computed in float32 and returned in the
+dtype torchvision's arithmetic gives them."""
 from __future__ import annotations
 
 import math
@@ -9,7 +12,7 @@ import torch
 from torch import Tensor
 
 from . import _ext
-from ._checks import as_numpy, check_boxes, check_finite, check_float_tensor
+from ._checks import as_numpy, check_boxes, check_finite, check_float_tensor, upcast
 
 _ext.register("BoxCoder", "numba")
 
@@ -87,23 +90,31 @@ class BoxCoder:
         return self.encode_single(torch.cat(list(reference_boxes)), torch.cat(list(proposals))).split(counts, 0)
 
     def encode_single(self, reference_boxes: Tensor, proposals: Tensor) -> Tensor:
-        """reference_boxes, proposals: Tensor[N, 4] (x1, y1, x2, y2) -> Tensor[N, 4]."""
-        # Encoding divides by the sizes and takes their log: zero sizes would give inf.
-        check_boxes(reference_boxes, "reference_boxes", positive=True)
-        check_boxes(proposals, "proposals", positive=True)
+        """reference_boxes, proposals: Tensor[N, 4] (x1, y1, x2, y2) -> Tensor[N, 4]
+        of their promoted dtype, as torchvision's arithmetic gives.
+
+        A reference box of zero width (height) gets dw (dh) = -inf, as in
+        torchvision: its RPN and RoIHeads encode all-zero boxes for an image
+        without objects, and use only the rows of positive matches.
+        """
+        checked_reference = check_boxes(reference_boxes, "reference_boxes", half=True)
+        # Proposals are divided by: zero sizes would give inf or nan offsets.
+        checked_proposals = check_boxes(proposals, "proposals", positive=True, half=True)
         if reference_boxes.shape != proposals.shape:
             raise ValueError(
                 f"reference_boxes {tuple(reference_boxes.shape)} and proposals {tuple(proposals.shape)} differ in shape"
             )
-        proposals = proposals.to(reference_boxes.dtype)
+        out_dtype = torch.promote_types(reference_boxes.dtype, proposals.dtype)
+        dtype = torch.promote_types(checked_reference.dtype, checked_proposals.dtype)
+        reference_boxes, proposals = checked_reference.to(dtype), checked_proposals.to(dtype)
         if not _ext.compiled("numba", reference_boxes, proposals):
-            return _encode_reference(reference_boxes, proposals, self.weights)
+            return _encode_reference(reference_boxes, proposals, self.weights).to(out_dtype)
         kernels = _ext.numba_kernels
         ref = as_numpy(reference_boxes)
-        weights = self._kernel_weights(reference_boxes.dtype)
+        weights = self._kernel_weights(dtype)
         codes, ratios = kernels.encode_prepare(ref, as_numpy(proposals), weights, ref.dtype.type(0.5))
         log_ratios = torch.from_numpy(ratios).log_().numpy()
-        return torch.from_numpy(kernels.encode_finish(codes, log_ratios, weights))
+        return torch.from_numpy(kernels.encode_finish(codes, log_ratios, weights)).to(out_dtype)
 
     def decode(self, rel_codes: Tensor, boxes: Boxes) -> Tensor:
         """Boxes from offsets, as torchvision's decode.
@@ -122,21 +133,25 @@ class BoxCoder:
         return decoded.reshape(n, decoded.shape[1] // 4, 4)  # [N, K, 4], also for N = 0
 
     def decode_single(self, rel_codes: Tensor, boxes: Tensor) -> Tensor:
-        """rel_codes: Tensor[N, 4 * K], boxes: Tensor[N, 4] -> Tensor[N, 4 * K]."""
-        check_float_tensor(rel_codes, "rel_codes", ndim=2)
-        check_boxes(boxes, "boxes")
+        """rel_codes: Tensor[N, 4 * K], boxes: Tensor[N, 4] -> Tensor[N, 4 * K]
+        of rel_codes' dtype (boxes are converted to it, as in torchvision)."""
+        check_float_tensor(rel_codes, "rel_codes", ndim=2, half=True)
+        out_dtype = rel_codes.dtype
+        boxes = check_boxes(boxes, "boxes", half=True)
         if rel_codes.shape[0] != boxes.shape[0] or rel_codes.shape[1] % 4 != 0:
             raise ValueError(
                 f"rel_codes must have shape [{boxes.shape[0]}, 4 * K] for {boxes.shape[0]} boxes, "
                 f"got {tuple(rel_codes.shape)}"
             )
+        rel_codes = upcast(rel_codes)
         check_finite(rel_codes, "rel_codes")
         boxes = boxes.to(rel_codes.dtype)
         if not _ext.compiled("numba", rel_codes, boxes):
-            return _decode_reference(rel_codes, boxes, self.weights, self.bbox_xform_clip)
+            return _decode_reference(rel_codes, boxes, self.weights, self.bbox_xform_clip).to(out_dtype)
         kernels = _ext.numba_kernels
         codes = as_numpy(rel_codes)
         scalar = codes.dtype.type
         weights = self._kernel_weights(rel_codes.dtype)
         exp_dwh = torch.from_numpy(kernels.decode_prepare(codes, weights, scalar(self.bbox_xform_clip))).exp_()
-        return torch.from_numpy(kernels.decode_finish(codes, as_numpy(boxes), exp_dwh.numpy(), weights, scalar(0.5)))
+        out = kernels.decode_finish(codes, as_numpy(boxes), exp_dwh.numpy(), weights, scalar(0.5))
+        return torch.from_numpy(out).to(out_dtype)

@@ -4,13 +4,14 @@ assignment (IoU, matching with each GT's best anchor forced, encoding) in one
 C++ kernel: it is IoU-bound like box_iou, and GCC vectorises its loops."""
 from __future__ import annotations
 
+import copy
 from typing import Sequence
 
 import torch
 from torch import Tensor
 
 from . import _ext
-from ._checks import as_numpy, check_boxes, check_finite, check_float_tensor, check_fraction
+from ._checks import HALF_DTYPES, as_numpy, check_boxes, check_finite, check_float_tensor, check_fraction, upcast
 from .boxes import _box_iou_reference
 from .coder import _encode_reference
 
@@ -20,7 +21,7 @@ _ext.register("ssd_assign", "cpp")
 
 
 def _check_quality(match_quality_matrix: Tensor) -> None:
-    check_float_tensor(match_quality_matrix, "match_quality_matrix", ndim=2)
+    check_float_tensor(match_quality_matrix, "match_quality_matrix", ndim=2, half=True)
     check_finite(match_quality_matrix, "match_quality_matrix")
 
 
@@ -53,12 +54,23 @@ class Matcher:
         """match_quality_matrix: Tensor[G, A] (e.g. IoU of G GT x A anchors)
         -> int64 Tensor[A]."""
         _check_quality(match_quality_matrix)
+        if match_quality_matrix.dtype in HALF_DTYPES:  # the kernels take float32
+            return self._thresholds_in(match_quality_matrix.dtype)(upcast(match_quality_matrix))
         g, a = match_quality_matrix.shape
         if g == 0 or a == 0:
             return torch.full((a,), self.BELOW_LOW_THRESHOLD, dtype=torch.int64, device=match_quality_matrix.device)
         if not _ext.compiled("numba", match_quality_matrix):
             return self._reference(match_quality_matrix)
         return self._compiled(as_numpy(match_quality_matrix))
+
+    def _thresholds_in(self, dtype: torch.dtype) -> "Matcher":
+        """A copy with the thresholds rounded to `dtype`: torch compares a
+        float16/bfloat16 tensor with a Python float rounded to its dtype, and so
+        does torchvision's Matcher (0.4 is 0.39990234375 in float16)."""
+        rounded = copy.copy(self)
+        rounded.high_threshold = float(torch.tensor(self.high_threshold, dtype=dtype))
+        rounded.low_threshold = float(torch.tensor(self.low_threshold, dtype=dtype))
+        return rounded
 
     def _compiled(self, quality) -> Tensor:
         scalar = quality.dtype.type
@@ -138,17 +150,18 @@ def ssd_assign(
         gt_labels: integer Tensor[G], object labels >= 1.
 
     Returns:
-        box_targets: Tensor[A, 4] encoded offsets; 0 for background anchors.
+        box_targets: Tensor[A, 4] of anchors' dtype, encoded offsets (computed
+            in float32 for float16/bfloat16 anchors); 0 for background anchors.
         labels: int64 Tensor[A]; the matched GT's label, 0 = background.
     """
-    check_boxes(anchors, "anchors", positive=True)
-    check_boxes(gt_boxes, "gt_boxes", positive=True)
+    boxes = check_boxes(anchors, "anchors", positive=True, half=True)
+    gt_boxes = check_boxes(gt_boxes, "gt_boxes", positive=True, half=True).to(boxes.dtype)
     _check_labels(gt_labels, gt_boxes.shape[0])
     iou_threshold = check_fraction(iou_threshold, "iou_threshold")
-    gt_boxes = gt_boxes.to(anchors.dtype)
-    if not _ext.compiled("cpp", anchors, gt_boxes, gt_labels):
-        return _ssd_assign_reference(anchors, gt_boxes, gt_labels, iou_threshold, weights)
+    if not _ext.compiled("cpp", boxes, gt_boxes, gt_labels):
+        targets, labels = _ssd_assign_reference(boxes, gt_boxes, gt_labels, iou_threshold, weights)
+        return targets.to(anchors.dtype), labels
     targets, labels = _ext.cpp.ssd_assign(
-        as_numpy(anchors), as_numpy(gt_boxes), as_numpy(gt_labels.long()), iou_threshold, tuple(weights)
+        as_numpy(boxes), as_numpy(gt_boxes), as_numpy(gt_labels.long()), iou_threshold, tuple(weights)
     )
-    return torch.from_numpy(targets), torch.from_numpy(labels)
+    return torch.from_numpy(targets).to(anchors.dtype), torch.from_numpy(labels)

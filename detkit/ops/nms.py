@@ -3,6 +3,8 @@
 Kept indices are int64 and sorted by decreasing score; equal scores keep the
 lower index first, on every backend (torchvision's order for ties depends on
 an unstable sort). Otherwise the kept indices are torchvision.ops'.
+float16/bfloat16 boxes and scores are compared in float32, as torchvision's
+autocast wrapper of nms does (its CPU kernel itself refuses them).
 """
 from __future__ import annotations
 
@@ -17,20 +19,28 @@ from .boxes import _box_iou_reference
 for _op in ("nms", "batched_nms", "soft_nms"):
     _ext.register(_op, "cpp")
 
+# torchvision's nms and batched_nms, taken now: a user may put detkit's in their
+# place (torchvision.ops.nms = detkit.ops.nms), and detkit's fallbacks looking
+# them up at call time would then call themselves.
+_torchvision_nms = torchvision.ops.boxes.nms
+_torchvision_batched_nms = torchvision.ops.boxes.batched_nms
+
 
 def _descending(scores: Tensor) -> Tensor:
     """Indices by decreasing score, lower index first on ties."""
     return torch.sort(scores, descending=True, stable=True).indices
 
 
-def _check_nms_inputs(boxes: Tensor, scores: Tensor, iou_threshold: float) -> float:
-    """Validates the shared arguments; NMS has no gradient, so callers detach."""
-    check_boxes(boxes, "boxes")
+def _check_nms_inputs(boxes: Tensor, scores: Tensor, iou_threshold: float) -> tuple[Tensor, Tensor, float]:
+    """Validates the shared arguments and returns (boxes, scores, iou_threshold),
+    float16/bfloat16 as float32; NMS has no gradient, so callers detach."""
+    checked_boxes = check_boxes(boxes, "boxes", half=True)
     check_count(boxes.shape[0], "boxes")
-    check_scores(scores, boxes.shape[0])
-    if scores.dtype != boxes.dtype:
-        raise TypeError(f"scores ({scores.dtype}) must have the dtype of boxes ({boxes.dtype})")
-    return check_fraction(iou_threshold, "iou_threshold")
+    checked_scores = check_scores(scores, boxes.shape[0], half=True)
+    if checked_scores.dtype != checked_boxes.dtype:  # torchvision's kernels (and autocast) refuse these too
+        raise TypeError(f"scores ({scores.dtype}) must have the dtype of boxes ({boxes.dtype}); "
+                        "float16 and bfloat16 count as float32")
+    return checked_boxes, checked_scores, check_fraction(iou_threshold, "iou_threshold")
 
 
 def _nms_reference(boxes: Tensor, scores: Tensor, iou_threshold: float) -> Tensor:
@@ -54,7 +64,7 @@ def _nms_torchvision(boxes: Tensor, scores: Tensor, iou_threshold: float) -> Ten
     so that ties resolve as in detkit's kernel."""
     order = _descending(scores)
     ranks = torch.arange(len(order), 0, -1, dtype=boxes.dtype, device=boxes.device)
-    return order[torchvision.ops.nms(boxes[order], ranks, iou_threshold)]
+    return order[_torchvision_nms(boxes[order], ranks, iou_threshold)]
 
 
 def nms(boxes: Tensor, scores: Tensor, iou_threshold: float) -> Tensor:
@@ -62,19 +72,19 @@ def nms(boxes: Tensor, scores: Tensor, iou_threshold: float) -> Tensor:
 
     Args:
         boxes: Tensor[N, 4] (x1, y1, x2, y2).
-        scores: Tensor[N], same dtype as boxes.
+        scores: Tensor[N], same dtype as boxes (float16/bfloat16 count as float32).
         iou_threshold: boxes with IoU > iou_threshold with a kept, higher-scoring
             box are discarded; in [0, 1].
 
     Returns:
         int64 Tensor[K]: indices of the kept boxes, by decreasing score.
     """
-    iou_threshold = _check_nms_inputs(boxes, scores, iou_threshold)
+    boxes, scores, iou_threshold = _check_nms_inputs(boxes, scores, iou_threshold)
     if boxes.shape[0] == 0:
         return torch.empty(0, dtype=torch.int64, device=boxes.device)
     boxes, scores = boxes.detach(), scores.detach()
     if _ext._tracing():  # one exportable op (ONNX NonMaxSuppression); ties may order differently
-        return torchvision.ops.nms(boxes, scores, iou_threshold)
+        return _torchvision_nms(boxes, scores, iou_threshold)
     if not _ext.compiled("cpp", boxes, scores):
         return _nms_torchvision(boxes, scores, iou_threshold)
     return torch.from_numpy(_ext.cpp.nms(as_numpy(boxes), as_numpy(scores), iou_threshold))
@@ -99,7 +109,19 @@ def _batched_nms_reference(boxes: Tensor, scores: Tensor, idxs: Tensor, iou_thre
 def _batched_nms_torchvision(boxes: Tensor, scores: Tensor, idxs: Tensor, iou_threshold: float) -> Tensor:
     order = _descending(scores)
     ranks = torch.arange(len(order), 0, -1, dtype=boxes.dtype, device=boxes.device)
-    return order[torchvision.ops.batched_nms(boxes[order], ranks, idxs[order], iou_threshold)]
+    return order[_torchvision_batched_nms(boxes[order], ranks, idxs[order], iou_threshold)]
+
+
+@torch.jit._script_if_tracing
+def _batched_nms_traced(boxes: Tensor, scores: Tensor, idxs: Tensor, iou_threshold: float) -> Tensor:
+    """torchvision's batched_nms as it runs under tracing (its coordinate trick:
+    each category's boxes shifted apart), calling the nms taken at import:
+    torchvision's own would script whatever torchvision.ops.boxes.nms is now."""
+    if boxes.numel() == 0:
+        return torch.empty((0,), dtype=torch.int64, device=boxes.device)
+    max_coordinate = boxes.max()
+    offsets = idxs.to(boxes) * (max_coordinate + torch.tensor(1).to(boxes))
+    return _torchvision_nms(boxes + offsets[:, None], scores, iou_threshold)
 
 
 def batched_nms(boxes: Tensor, scores: Tensor, idxs: Tensor, iou_threshold: float) -> Tensor:
@@ -108,20 +130,20 @@ def batched_nms(boxes: Tensor, scores: Tensor, idxs: Tensor, iou_threshold: floa
 
     Args:
         boxes: Tensor[N, 4] (x1, y1, x2, y2).
-        scores: Tensor[N], same dtype as boxes.
+        scores: Tensor[N], same dtype as boxes (float16/bfloat16 count as float32).
         idxs: integer Tensor[N], the category of each box.
         iou_threshold: in [0, 1], as in `nms`.
 
     Returns:
         int64 Tensor[K]: indices of the kept boxes, by decreasing score.
     """
-    iou_threshold = _check_nms_inputs(boxes, scores, iou_threshold)
+    boxes, scores, iou_threshold = _check_nms_inputs(boxes, scores, iou_threshold)
     _check_idxs(idxs, boxes.shape[0])
     if boxes.shape[0] == 0:
         return torch.empty(0, dtype=torch.int64, device=boxes.device)
     boxes, scores = boxes.detach(), scores.detach()
     if _ext._tracing():
-        return torchvision.ops.batched_nms(boxes, scores, idxs, iou_threshold)
+        return _batched_nms_traced(boxes, scores, idxs, iou_threshold)
     if not _ext.compiled("cpp", boxes, scores, idxs):
         return _batched_nms_torchvision(boxes, scores, idxs, iou_threshold)
     keep = _ext.cpp.batched_nms(as_numpy(boxes), as_numpy(scores), as_numpy(idxs.long()), iou_threshold)
@@ -178,7 +200,7 @@ def soft_nms(
 
     Args:
         boxes: Tensor[N, 4] (x1, y1, x2, y2).
-        scores: Tensor[N], same dtype as boxes.
+        scores: Tensor[N], same dtype as boxes (float16/bfloat16 count as float32).
         iou_threshold: in [0, 1]; used by the linear method.
         sigma: > 0; width of the gaussian decay.
         score_threshold: in [0, 1].
@@ -186,9 +208,10 @@ def soft_nms(
 
     Returns:
         keep: int64 Tensor[K], selected indices in selection order.
-        rescored: Tensor[K], their decayed scores (non-increasing).
+        rescored: Tensor[K], their decayed scores (non-increasing), in scores' dtype.
     """
-    iou_threshold = _check_nms_inputs(boxes, scores, iou_threshold)
+    boxes, checked_scores, iou_threshold = _check_nms_inputs(boxes, scores, iou_threshold)
+    dtype, scores = scores.dtype, checked_scores  # rescored in the caller's dtype
     score_threshold = check_fraction(score_threshold, "score_threshold")
     if method not in _SOFT_NMS_METHODS:
         raise ValueError(f"method must be one of {_SOFT_NMS_METHODS}, got {method!r}")
@@ -198,8 +221,9 @@ def soft_nms(
     gaussian = method == "gaussian"
     boxes, scores = boxes.detach(), scores.detach()
     if not _ext.compiled("cpp", boxes, scores):
-        return _soft_nms_reference(boxes, scores, iou_threshold, sigma, score_threshold, gaussian)
+        keep, rescored = _soft_nms_reference(boxes, scores, iou_threshold, sigma, score_threshold, gaussian)
+        return keep, rescored.to(dtype)
     keep, rescored = _ext.cpp.soft_nms(
         as_numpy(boxes), as_numpy(scores), iou_threshold, sigma, score_threshold, gaussian
     )
-    return torch.from_numpy(keep), torch.from_numpy(rescored)
+    return torch.from_numpy(keep), torch.from_numpy(rescored).to(dtype)

@@ -18,12 +18,20 @@ from typing import Optional, Union
 
 import numpy as np
 import torch
+import torchvision
 from torch import Tensor
+from torchvision.ops._utils import convert_boxes_to_roi_format
 
 from . import _ext
+from ._checks import HALF_DTYPES, upcast
 
 _ext.register("roi_align", "numba")
 _ext.register("roi_align (backward)", "numba")
+
+# torchvision's roi_align, taken now: a user may put detkit's in its place
+# (torchvision.ops.roi_align = detkit.ops.roi_align, also in torchvision.ops.poolers),
+# and a fallback looking it up at call time would then call itself.
+_torchvision_roi_align = torchvision.ops.roi_align
 
 
 def roi_align(input: Tensor, boxes: Union[Tensor, list[Tensor]], output_size: Union[int, tuple[int, int]],
@@ -31,25 +39,30 @@ def roi_align(input: Tensor, boxes: Union[Tensor, list[Tensor]], output_size: Un
     """torchvision.ops.roi_align, same arguments and outputs.
 
     input: Tensor[N, C, H, W]; boxes: Tensor[K, 5] (image index, x1, y1, x2, y2)
-    or a list of Tensor[K_i, 4] per image. Returns Tensor[K, C, PH, PW]. The
-    compiled kernels serve float CPU inputs with a fixed sampling_ratio > 0
-    (the R-CNNs' 2); everything else (adaptive sampling, other devices,
-    tracing) is torchvision's."""
-    from torchvision.ops import roi_align as torchvision_roi_align
-    from torchvision.ops._utils import convert_boxes_to_roi_format
-
+    or a list of Tensor[K_i, 4] per image. Returns Tensor[K, C, PH, PW] of
+    input's dtype. The compiled kernels serve float CPU inputs with a fixed
+    sampling_ratio > 0 (the R-CNNs' 2); everything else (adaptive sampling,
+    other devices, tracing) is torchvision's. float16/bfloat16 input or rois
+    are computed in float32, as under torchvision's autocast (its CPU kernel
+    refuses bfloat16 outside autocast, and rounds float16 at every step)."""
     rois = boxes if isinstance(boxes, Tensor) else convert_boxes_to_roi_format(boxes)
+    if isinstance(input, Tensor) and isinstance(rois, Tensor) and (
+            input.dtype in HALF_DTYPES or rois.dtype in HALF_DTYPES):
+        out = roi_align(upcast(input), upcast(rois), output_size, spatial_scale, sampling_ratio, aligned)
+        return out.to(input.dtype)
     size = (output_size, output_size) if isinstance(output_size, int) else tuple(output_size)
     if not (compiled_serves(input, sampling_ratio) and rois.dtype == input.dtype and rois.device.type == "cpu"):
-        return torchvision_roi_align(input, rois, size, spatial_scale, sampling_ratio, aligned)  # its checks too
+        return _torchvision_roi_align(input, rois, size, spatial_scale, sampling_ratio, aligned)  # its checks too
     if input.requires_grad and torch.is_grad_enabled():
         return _RoIAlign.apply(input, rois, size, spatial_scale, sampling_ratio, aligned)
     return roi_align_forward(input, rois, size, spatial_scale, sampling_ratio, aligned)
 
 
 def compiled_serves(input: Tensor, sampling_ratio: int) -> bool:
-    """Whether the compiled kernels take this call (else torchvision's roi_align does)."""
-    return (input.device.type == "cpu" and sampling_ratio > 0 and input.dtype in (torch.float32, torch.float64)
+    """Whether the compiled kernels take this call (else torchvision's roi_align
+    does); float16/bfloat16 input counts, as roi_align computes it in float32."""
+    return (input.device.type == "cpu" and sampling_ratio > 0
+            and input.dtype in (torch.float32, torch.float64) + HALF_DTYPES
             and _ext.numba_kernels is not None and not _ext._tracing())
 
 

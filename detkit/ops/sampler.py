@@ -12,7 +12,7 @@ import torch
 from torch import Tensor
 
 from . import _ext
-from ._checks import as_numpy, check_fraction
+from ._checks import as_numpy, check_fraction, upcast
 
 _ext.register("BalancedPositiveNegativeSampler", "numba")
 
@@ -49,7 +49,8 @@ class BalancedPositiveNegativeSampler:
     def _sample(self, matched: Tensor) -> tuple[Tensor, Tensor]:
         compiled = _ext.compiled("numba", matched)
         if compiled:
-            pos, neg = (torch.from_numpy(t) for t in _ext.numba_kernels.split_matches(as_numpy(matched)))
+            labels = as_numpy(upcast(matched))  # numba takes no float16/bfloat16; labels are exact in float32
+            pos, neg = (torch.from_numpy(t) for t in _ext.numba_kernels.split_matches(labels))
         else:
             pos, neg = torch.where(matched >= 1)[0], torch.where(matched == 0)[0]
         num_pos = min(pos.numel(), int(self.batch_size_per_image * self.positive_fraction))

@@ -158,7 +158,7 @@ def test_iou_rejects_hostile_input(fn):
         fn(torch.tensor([[0, 0, float("inf"), 1.0]]), good)
     with pytest.raises(ValueError, match=r"boxes1\[1\] has x2 < x1"):
         fn(torch.tensor([[0, 0, 1, 1], [5, 0, 1, 1.0]]), good)
-    with pytest.raises(TypeError, match="boxes1 must be a float32 or float64"):
+    with pytest.raises(TypeError, match="boxes1 must be a float16, bfloat16, float32 or float64"):
         fn(torch.tensor([[0, 0, 1, 1]]), good)
     with pytest.raises(ValueError, match=r"boxes2 must have shape \[\.\.\., 4\]"):
         fn(good, torch.zeros(3, 5))

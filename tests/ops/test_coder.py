@@ -75,5 +75,5 @@ def test_coder_empty_and_hostile_input():
         coder.encode_single(anchors, anchors[:2])
     with pytest.raises(ValueError, match="weights must be 4 positive"):
         ops.BoxCoder((1.0, 1.0, 0.0, 1.0))
-    with pytest.raises(TypeError, match="rel_codes must be a float32 or float64"):
+    with pytest.raises(TypeError, match="rel_codes must be a float16, bfloat16, float32 or float64"):
         coder.decode_single(torch.zeros(4, 4, dtype=torch.int32), anchors)

@@ -64,7 +64,7 @@ def test_matcher_rejects_bad_arguments():
     q[1, 2] = float("nan")
     with pytest.raises(ValueError, match=r"match_quality_matrix\[5\] is not finite"):
         ops.Matcher(0.5, 0.5)(q)
-    with pytest.raises(TypeError, match="match_quality_matrix must be a float32 or float64"):
+    with pytest.raises(TypeError, match="match_quality_matrix must be a float16, bfloat16, float32 or float64"):
         ops.Matcher(0.5, 0.5)(torch.ones(2, 3, dtype=torch.int64))
 
 

@@ -191,7 +191,7 @@ def test_nms_family_rejects_hostile_input(call):
         call(inverted, scores)
     with pytest.raises(ValueError, match="scores has 4 entries but boxes has 5"):
         call(boxes, scores[:4])
-    with pytest.raises(TypeError, match="boxes must be a float32 or float64"):
+    with pytest.raises(TypeError, match="boxes must be a float16, bfloat16, float32 or float64"):
         call(boxes.long(), scores)
     with pytest.raises(TypeError, match="dtype of boxes"):
         call(boxes, scores.double())

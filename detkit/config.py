@@ -29,6 +29,8 @@ class ConfigError(ValueError):
 # The metric names eval.key may take, per eval.metric (tests check them against the evaluators').
 EVAL_KEYS = {"coco": ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl"),
              "voc": ("mAP",)}
+# data.format's choices: the Shapes set generated, or a dataset read in one of five formats.
+DATA_FORMATS = ("coco", "voc", "shapes", "yolo", "labelme", "cvat")
 # The zoo's mask models, by torchvision's naming: only they predict masks.
 MASK_MODEL_PREFIX = "maskrcnn_"
 
@@ -56,17 +58,25 @@ class ShapesConfig:
     seed: int = 0
 
 
+# data.train_split / data.val_split when not set, per format
+SPLIT_DEFAULTS = {"voc": ("trainval", "test"), "yolo": ("train", "val")}
+
+
 @dataclass
 class DataConfig:
-    format: str = "coco"  # "coco", "voc" or "shapes"
+    # "coco", "voc", "shapes", or "yolo" (root: data.yaml or its folder; train_split, val_split: data.yaml's
+    # split keys), "labelme" (root; train_images, val_images: the LabelMe folders under it), "cvat" (root;
+    # train_ann, val_ann: the XML files; train_images, val_images: their image folders).
+    format: str = "coco"
     root: str = "datasets/coco"  # coco: the image folder; voc: the VOCdevkit folder; shapes: the cache folder
     train_ann: str = "annotations/instances_train2017.json"  # coco, relative to root or absolute
     val_ann: str = "annotations/instances_val2017.json"
     train_images: str = "train2017"  # coco, relative to root
     val_images: str = "val2017"
     year: str = "2007"  # voc
-    train_split: str = "trainval"  # voc image sets
-    val_split: str = "test"
+    # voc image sets, yolo split keys; None: the format's own (voc: trainval / test, yolo: train / val)
+    train_split: Optional[str] = None
+    val_split: Optional[str] = None
     # Training augmentation: "ssd" (the paper's), "light" (colour, horizontal flip), "flips" (colour,
     # horizontal and vertical flips: top-down or synthetic scenes), all at the square data.size; or, for
     # R-CNNs at a shortest edge drawn from data.min_size: "rcnn" (horizontal flip), "rcnn_light" (colour,
@@ -151,7 +161,7 @@ class Config:
     def validate(self, source: Optional[str] = None) -> "Config":
         """Checks choices and ranges; errors start with `source` (default: the name)."""
         where = source or self.name
-        choices = [("data.format", self.data.format, ("coco", "voc", "shapes")),
+        choices = [("data.format", self.data.format, DATA_FORMATS),
                    ("data.augment", self.data.augment, ("ssd", "light", "flips", "rcnn", "rcnn_light", "rcnn_flips")),
                    ("solver.optimizer", self.solver.optimizer, ("sgd", "adamw")),
                    ("schedule.decay", self.schedule.decay, ("multistep", "cosine")),

@@ -126,10 +126,9 @@ class CocoDetection:
     def __getitem__(self, index: int) -> tuple[np.ndarray, NumpyTarget]:
         image_id = self.ids[index]
         info = self.images[image_id]
-        path = os.path.join(self.image_root, info["file_name"])
-        image = read_image(path)
+        image = self._read_image(info)
         if image.shape[:2] != (info["height"], info["width"]):
-            raise ValueError(f"{path}: image is {image.shape[1]}x{image.shape[0]} but {self.ann_file} says "
+            raise ValueError(f"{self._image_name(info)}: image is {image.shape[1]}x{image.shape[0]} but {self.ann_file} says "
                              f"{info['width']}x{info['height']}")
         target = self.target(image_id)
         if self.proposals is not None:
@@ -137,6 +136,14 @@ class CocoDetection:
         if self.transforms is not None:
             image, target = self.transforms(image, target)
         return image, target
+
+    def _read_image(self, info: dict) -> np.ndarray:
+        """The image of one image record (subclasses read images held elsewhere)."""
+        return read_image(self._image_name(info))
+
+    def _image_name(self, info: dict) -> str:
+        """How messages name the image of a record: its path."""
+        return os.path.join(self.image_root, info["file_name"])
 
     def target(self, image_id: int) -> NumpyTarget:
         """The target of one image, before transforms."""

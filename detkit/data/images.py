@@ -36,16 +36,23 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
         raise FileNotFoundError(f"image file not found: {path}") from None
     except ValueError as exc:  # a NUL byte or a character the file system cannot encode in the name
         raise ValueError(f"{path!r}: not a usable file name ({exc})") from None
+    return decode_image(data, path)
+
+
+def decode_image(data: bytes, name: str) -> np.ndarray:
+    """An image file's bytes as an HxWx3 uint8 RGB array, as read_image reads
+    files (no EXIF rotation: sizes stay those of the header); an empty,
+    truncated or undecodable one is a ValueError naming `name`."""
     if not data:
-        raise ValueError(f"{path}: empty image file (0 bytes)")
+        raise ValueError(f"{name}: empty image file (0 bytes)")
     if _is_truncated(data):
-        raise ValueError(f"{path}: truncated image file (no end marker)")
+        raise ValueError(f"{name}: truncated image file (no end marker)")
     try:
         image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
     except cv2.error as exc:  # e.g. a header claiming more pixels than OpenCV allows
-        raise ValueError(f"{path}: not a readable image (OpenCV check failed: {exc.err})") from None
+        raise ValueError(f"{name}: not a readable image (OpenCV check failed: {exc.err})") from None
     if image is None:
-        raise ValueError(f"{path}: not a readable image")
+        raise ValueError(f"{name}: not a readable image")
     if image.dtype != np.uint8:
         image = (image / 257).astype(np.uint8) if image.dtype == np.uint16 else image.astype(np.uint8)
     if image.ndim == 2:
@@ -63,7 +70,8 @@ def image_size(path: str | os.PathLike) -> tuple[int, int]:
 
     path = os.fspath(path)
     try:
-        width, height = imagesize.get(path)
+        # The stored size, as read_image decodes it (OpenCV's IMREAD_UNCHANGED does not apply EXIF rotation).
+        width, height = imagesize.get(path, exif_rotation=False)
     except FileNotFoundError:
         raise FileNotFoundError(f"image file not found: {path}") from None
     except (OSError, ValueError, struct_error) as exc:

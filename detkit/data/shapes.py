@@ -39,6 +39,9 @@ PRESETS = {
     "hard": Preset(HARD_CLASSES, objects=(3, 12), size=(0.04, 0.3)),  # small objects, occlusion
     # The shapes "basic" lacks, framed like "basic": new classes to fine-tune a basic model on.
     "novel": Preset(HARD_CLASSES[len(BASIC_CLASSES):], objects=(1, 4), size=(0.15, 0.45)),
+    # Objects the default anchors fit badly: wires and poles, bars 1:5 thin, at least 15 px across at 128 px
+    # (detkit.models.fit_anchors; benchmarks/anchors.py).
+    "thin": Preset(("wire", "pole"), objects=(1, 3), size=(0.6, 0.95)),
 }
 
 
@@ -179,6 +182,11 @@ def _draw_shape(mask: np.ndarray, kind: str, centre: np.ndarray, side: float, rn
         arm = max(1, int(round(r * 0.35)))
         cv2.rectangle(mask, (int(cx - r), int(cy - arm)), (int(cx + r), int(cy + arm)), 1, -1)
         cv2.rectangle(mask, (int(cx - arm), int(cy - r)), (int(cx + arm), int(cy + r)), 1, -1)
+    elif kind in ("wire", "pole"):  # axis-aligned bars, 1:5
+        half_long, half_short = r, max(1.0, r / 5)
+        hx, hy = (half_long, half_short) if kind == "wire" else (half_short, half_long)
+        cv2.rectangle(mask, (int(round(cx - hx)), int(round(cy - hy))), (int(round(cx + hx)), int(round(cy + hy))),
+                      1, -1)
     elif kind == "ring":
         cv2.circle(mask, centre_px, int(round(r)), 1, -1)
         cv2.circle(mask, centre_px, int(round(r * 0.55)), 0, -1)

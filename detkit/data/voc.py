@@ -122,7 +122,7 @@ class VOCDetection:
             labels.append(label)
             difficult.append(hard)
         problems.warn()
-        self.skipped.extend(problems.skipped)
+        self.skipped.extend(f"{xml_path}: {message}" for message in problems.skipped)
         return {
             "boxes": np.array(boxes, dtype=np.float32).reshape(-1, 4),
             "labels": np.array(labels, dtype=np.int64),

@@ -10,14 +10,17 @@ import shutil
 import sys
 import tempfile
 from dataclasses import dataclass
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, Union
 
 import torch
 from torch import nn
 
 from .. import models
-from ..config import Config, ConfigError, DataConfig, ModelConfig, ScheduleConfig, SolverConfig
+from ..config import SPLIT_DEFAULTS, Config, ConfigError, DataConfig, ModelConfig, ScheduleConfig, SolverConfig
 from ..data import CocoDetection, VOCDetection, shapes
+from ..data.cvat import CVATDetection
+from ..data.labelme import LabelMeDetection
+from ..data.yolo import YOLODetection, yolo_splits
 from ..data import proposals as proposal_files
 from ..data.proposal_lookup import ProposalLookup
 from ..data import transforms as T
@@ -28,7 +31,8 @@ class DataSplits:
     train: Any
     val: Any
     classes: list[str]
-    val_ann: Optional[str]  # the COCO ground truth of the validation split (None for VOC)
+    # The COCO ground truth of the validation split: a file, the records read (YOLO, LabelMe, CVAT), None for VOC.
+    val_ann: Optional[Union[str, dict]]
 
 
 def train_transforms(data: DataConfig) -> Callable:
@@ -88,10 +92,18 @@ def build_datasets(config: Config, proposals: bool = True) -> DataSplits:
         return _coco_splits(paths.image_root, paths.image_root, paths.coco_train, paths.coco_val, masks, data)
     if data.format == "voc":
         from ..data import VOC_CLASSES
-        return _voc_splits(data.root, data.year, data.train_split, data.val_split, list(VOC_CLASSES), data)
+        return _voc_splits(data.root, data.year, *splits_of(data), list(VOC_CLASSES), data)
+    if data.format in ("yolo", "labelme", "cvat"):
+        return _record_splits(masks, data)
     under = lambda path: path if os.path.isabs(path) else os.path.join(data.root, path)  # noqa: E731
     return _coco_splits(under(data.train_images), under(data.val_images), under(data.train_ann),
                         under(data.val_ann), masks, data)
+
+
+def splits_of(data: DataConfig) -> tuple[str, str]:
+    """(training split, validation split): data.train_split / val_split, or the format's own."""
+    train, val = SPLIT_DEFAULTS.get(data.format, (None, None))
+    return data.train_split or train, data.val_split or val
 
 
 def _coco_splits(train_images, val_images, train_ann, val_ann, masks: bool, data: DataConfig) -> DataSplits:
@@ -110,6 +122,37 @@ def _voc_splits(root, year, train_split, val_split, classes, data: DataConfig) -
                        skip_invalid=data.skip_invalid)
     _attach_proposals(train, data, train_split, train.root)
     return DataSplits(train, val, classes, None)
+
+
+def _record_splits(masks: bool, data: DataConfig) -> DataSplits:
+    """A YOLO, LabelMe or CVAT set: CocoDetections over the records read, the
+    validation split's records its COCO ground truth. Both splits share the
+    training split's classes (labels 1..K)."""
+    under = lambda path: path if os.path.isabs(path) else os.path.join(data.root, path)  # noqa: E731
+    train_options = {"transforms": train_transforms(data), "with_masks": masks, "skip_invalid": data.skip_invalid}
+    val_options = {"transforms": eval_transforms(), "skip_invalid": data.skip_invalid}
+    if data.format == "yolo":
+        found, (train_split, val_split) = yolo_splits(data.root), splits_of(data)
+        for key, split in (("data.train_split", train_split), ("data.val_split", val_split)):
+            if split not in found:
+                raise ConfigError(f"{key}={split!r} is not a split of {data.root}'s data.yaml; it has {found}")
+        train = YOLODetection(data.root, train_split, **train_options)
+        val = YOLODetection(data.root, val_split, **val_options)
+        tag, folder = train_split, os.path.dirname(os.path.abspath(train.ann_file))
+    elif data.format == "labelme":
+        train = LabelMeDetection(under(data.train_images), **train_options)
+        val = LabelMeDetection(under(data.val_images), classes=train.classes, **val_options)
+        tag, folder = "labelme", train.ann_file
+    else:
+        train = CVATDetection(under(data.train_ann), under(data.train_images), **train_options)
+        val = CVATDetection(under(data.val_ann), under(data.val_images), **val_options)
+        if val.classes != train.classes:  # labels are numbered in <meta>'s order: another order is other labels
+            raise ValueError(f"data.val_ann {under(data.val_ann)}: its labels {val.classes} are not data.train_ann's "
+                             f"{train.classes}")
+        tag = os.path.splitext(os.path.basename(data.train_ann))[0]
+        folder = os.path.dirname(os.path.abspath(train.ann_file))
+    _attach_proposals(train, data, tag, folder)
+    return DataSplits(train, val, train.classes, val.records.coco)
 
 
 def _attach_proposals(train, data: DataConfig, split: str, folder: str) -> None:

@@ -26,12 +26,14 @@ def draw_detections(image: np.ndarray, detections: Mapping[str, torch.Tensor], c
     and, where given, masks (Tensor[N, 1|-, H, W], probabilities or 0/1) drawn.
 
     detections: {"boxes": Tensor[N, 4] (x1, y1, x2, y2), "scores": Tensor[N],
-    "labels": Tensor[N] (1..K; class name classes[label - 1])}.
+    "labels": Tensor[N] (1..K; class name classes[label - 1])}. Without
+    "scores" (ground truth) every box is drawn, labelled by its name alone.
     """
     canvas = np.ascontiguousarray(image, dtype=np.uint8).copy()
-    keep = (detections["scores"] >= score_threshold).cpu()
+    scores = detections.get("scores")
+    keep = (scores >= score_threshold).cpu() if scores is not None else torch.ones(len(detections["boxes"]), dtype=bool)
     boxes = detections["boxes"].cpu()[keep].round().int().tolist()
-    scores = detections["scores"].cpu()[keep].tolist()
+    scores = scores.cpu()[keep].tolist() if scores is not None else [None] * len(boxes)
     labels = detections["labels"].cpu()[keep].tolist()
     if "masks" in detections:
         masks = detections["masks"].cpu()[keep]
@@ -44,7 +46,7 @@ def draw_detections(image: np.ndarray, detections: Mapping[str, torch.Tensor], c
         color = color_of(label)
         cv2.rectangle(canvas, (x1, y1), (x2, y2), color, thickness)
         name = classes[label - 1] if 0 < label <= len(classes) else str(label)
-        _put_label(canvas, f"{name} {score:.2f}", x1, y1, color)
+        _put_label(canvas, name if score is None else f"{name} {score:.2f}", x1, y1, color)
     return canvas
 
 

@@ -24,6 +24,7 @@ the class-dependent layers load, and those are re-initialised.
 from __future__ import annotations
 
 from ..runtimes import RUNTIMES, optimize
+from .anchors import AnchorFit, fit_anchors
 from .options import ProposalOptions, RCNNOptions, SSDOptions, TinySSDOptions
 from .registry import ModelOptionError, build, list_models, model_options, pretrained_models
 from .weights import load_weights
@@ -38,7 +39,7 @@ from .single_map import fasterrcnn_resnet18_c4, fasterrcnn_vgg16
 from .textbook import tinyssd
 
 __all__ = ["build", "list_models", "model_options", "pretrained_models", "load_weights", "SSDOptions", "RCNNOptions",
-           "ProposalOptions", "TinySSDOptions", "ModelOptionError", "optimize", "RUNTIMES",
+           "ProposalOptions", "TinySSDOptions", "ModelOptionError", "optimize", "RUNTIMES", "fit_anchors", "AnchorFit",
            # the builders registered under their own names (R-CNN and Fast R-CNN: through build() only)
            "ssd300_googlenet", "ssd300_resnet18", "ssd300_resnet18_small", "ssd300_resnet34", "ssd300_resnet50",
            "ssd300_resnet101", "ssd300_vgg16", "ssd300_vgg16_small", "ssd512_vgg16", "fasterrcnn_googlenet_fpn",

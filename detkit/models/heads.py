@@ -27,3 +27,11 @@ def roi_heads(pool: nn.Module, channels: int, hidden: int, num_classes: int, o: 
                     batch_size_per_image=o.batch_size_per_image, positive_fraction=o.positive_fraction,
                     bbox_reg_weights=tuple(o.bbox_reg_weights), score_thresh=o.score_thresh,
                     nms_thresh=o.nms_thresh, detections_per_img=o.detections_per_img, **parts)
+
+
+def anchor_ratios(o: RCNNOptions) -> tuple[float, ...]:
+    """The RPN's anchor aspect ratios (height / width): the options', else torchvision's (0.5, 1, 2)."""
+    ratios = tuple(float(r) for r in o.anchor_ratios) if o.anchor_ratios is not None else (0.5, 1.0, 2.0)
+    if not ratios or any(not r > 0 for r in ratios):
+        raise ValueError(f"anchor_ratios must be positive numbers, got {list(ratios)}")
+    return ratios

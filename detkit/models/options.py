@@ -34,6 +34,9 @@ class RCNNOptions:
     # Anchor sides in pixels: one per FPN map (finest first), or all of them on fasterrcnn_vgg16's one
     # map; None keeps the model's own (FPN: 32-512, VGG-16: 128-512). Small images want small anchors.
     anchor_sizes: Optional[tuple[int, ...]] = None
+    # Anchor aspect ratios (height / width, torchvision's convention), the same on every map; None: (0.5, 1, 2).
+    # detkit.models.fit_anchors fits both to a dataset.
+    anchor_ratios: Optional[tuple[float, ...]] = None
     rpn_pre_nms_top_n: tuple[int, int] = (2000, 1000)
     rpn_post_nms_top_n: tuple[int, int] = (2000, 1000)
     rpn_nms_thresh: float = 0.7

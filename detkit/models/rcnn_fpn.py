@@ -12,7 +12,7 @@ from ..modeling.fpn import BackboneWithFPN
 from ..modeling.poolers import MultiScaleRoIAlign
 from ..modeling.rcnn import FasterRCNN
 from ..modeling.roi_heads import MaskRCNNHeads, MaskRCNNPredictor
-from .heads import roi_heads, rpn
+from .heads import anchor_ratios, roi_heads, rpn
 from .options import SMALL_RCNN, RCNNOptions
 from .registry import PathLike, register
 from .weights import load_backbone_weights
@@ -29,7 +29,7 @@ def _rcnn_fpn(body: nn.Module, in_features: Sequence[str], num_classes: int, bac
     sizes = tuple(o.anchor_sizes) if o.anchor_sizes is not None else (32, 64, 128, 256, 512)[-maps:]
     if len(sizes) != maps:
         raise ValueError(f"anchor_sizes needs one size per FPN map ({maps}), got {list(sizes)}")
-    anchors = ops.AnchorGenerator(tuple((size,) for size in sizes), ((0.5, 1.0, 2.0),) * maps)
+    anchors = ops.AnchorGenerator(tuple((size,) for size in sizes), (anchor_ratios(o),) * maps)
     levels = ["0", "1", "2", "3"][: len(in_features)]
     mask_parts = {}
     if masks:

@@ -14,7 +14,7 @@ from ..modeling.backbones import VGG16C5, AlexNet, NiN, ResNetC4
 from ..modeling.proposal_rcnn import ImageAsFeatures, ProposalRCNN, SelectiveSearchProposer, WarpedRegionFeatures
 from ..modeling.rcnn import FasterRCNN
 from ..modeling.roi_heads import SingleScaleRoIPool
-from .heads import roi_heads, rpn
+from .heads import anchor_ratios, roi_heads, rpn
 from .options import RCNN_PAPER, VGG16_PAPER, ProposalOptions, RCNNOptions
 from .registry import PathLike, register
 from .weights import load_backbone_weights
@@ -35,7 +35,7 @@ def _single_map_faster(body: nn.Module, feature: str, num_classes: int, backbone
     pool = _single_map_pool(feature, roi_pool)
     load_backbone_weights(body, backbone_weights)
     channels = body.out_channels[feature]
-    anchors = ops.AnchorGenerator((tuple(detector.anchor_sizes or default_anchors),), ((0.5, 1.0, 2.0),))
+    anchors = ops.AnchorGenerator((tuple(detector.anchor_sizes or default_anchors),), (anchor_ratios(detector),))
     heads = roi_heads(pool, channels, hidden, num_classes, detector)
     return FasterRCNN(body, rpn(anchors, channels, detector), heads, num_classes, min_size=detector.min_size,
                       max_size=detector.max_size, image_mean=body.image_mean, image_std=body.image_std,

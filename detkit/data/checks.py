@@ -45,7 +45,7 @@ KINDS = {
     "coordinates": "YOLO coordinates outside [0, 1] (pixels where normalised values belong)",
     "class_id": "a class id outside the names list, or an unknown category",
     "bad_record": "a record that cannot be read (wrong number of fields, not a number, a broken reference)",
-    "box_outside": "a box outside its image",
+    "box_outside": "a box wholly outside its image (an error), or reaching past it (a warning: clipped)",
     "box_empty": "a box of zero or negative width or height",
     "box_nan": "a box with a NaN or infinite coordinate",
     "duplicate_box": "the same box and class twice in one image",
@@ -157,16 +157,20 @@ def _check_boxes(anns: list[dict], images: dict, report: CheckReport) -> None:
         nan = ~np.isfinite(xywh).all(1)
         empty = ~nan & ((xywh[:, 2] <= 0) | (xywh[:, 3] <= 0))
         x2, y2 = xywh[:, 0] + xywh[:, 2], xywh[:, 1] + xywh[:, 3]
+        valid = ~nan & ~empty
+        wholly = valid & ((xywh[:, 0] >= sizes[:, 0]) | (xywh[:, 1] >= sizes[:, 1]) | (x2 <= 0) | (y2 <= 0))
         # half a pixel of slack: annotation tools round corners to the pixel grid
-        outside = ~nan & ~empty & ((xywh[:, 0] < -0.5) | (xywh[:, 1] < -0.5) | (x2 > sizes[:, 0] + 0.5)
-                                   | (y2 > sizes[:, 1] + 0.5))
-    for kind, flags, text in (("box_nan", nan, "has a NaN or infinite coordinate"),
-                              ("box_empty", empty, "has zero or negative width or height"),
-                              ("box_outside", outside, "lies (partly) outside its {w}x{h} image")):
+        partly = valid & ~wholly & ((xywh[:, 0] < -0.5) | (xywh[:, 1] < -0.5) | (x2 > sizes[:, 0] + 0.5)
+                                    | (y2 > sizes[:, 1] + 0.5))
+    for kind, flags, text, severity in (
+            ("box_nan", nan, "has a NaN or infinite coordinate", ERROR),
+            ("box_empty", empty, "has zero or negative width or height", ERROR),
+            ("box_outside", wholly, "lies wholly outside its {w}x{h} image", ERROR),
+            ("box_outside", partly, "reaches past its {w}x{h} image (training clips it)", WARNING)):
         for n in np.flatnonzero(flags).tolist():
             w, h = int(sizes[n, 0]), int(sizes[n, 1])
             report.defects.append(Defect(kind, _annotation_name(anns[n], images),
-                                         f"bbox {anns[n]['bbox']} {text.format(w=w, h=h)}"))
+                                         f"bbox {anns[n]['bbox']} {text.format(w=w, h=h)}", severity))
     seen: dict[tuple, int] = {}
     for n, ann in enumerate(anns):
         key = (ann["image_id"], ann["category_id"], *xywh[n].tolist())

@@ -155,9 +155,10 @@ def _box_defect(coords: list[float], where: str) -> Optional[Defect]:
         if w <= 0 or h <= 0:
             return Defect("box_empty", where, f"width {w:g} and height {h:g} must be positive")
         edges = (cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2)
-        if min(edges) < -EDGE_SLACK or max(edges) > 1 + EDGE_SLACK:
-            return Defect("box_outside", where, f"the box reaches past the image: x {edges[0]:.3f}..{edges[2]:.3f}, "
-                                                f"y {edges[1]:.3f}..{edges[3]:.3f}")
+        if min(edges) < -EDGE_SLACK or max(edges) > 1 + EDGE_SLACK:  # the centre is inside: never wholly out
+            return Defect("box_outside", where, f"the box reaches past the image (training clips it): x "
+                                                f"{edges[0]:.3f}..{edges[2]:.3f}, y {edges[1]:.3f}..{edges[3]:.3f}",
+                          WARNING)
         return None
     xs, ys = coords[0::2], coords[1::2]
     if max(xs) - min(xs) <= 0 or max(ys) - min(ys) <= 0:

@@ -40,14 +40,18 @@ def test_a_clean_set_has_no_defects(shapes_set):
     assert report.defects == [] and report.images == 24 and report.boxes > 24
 
 
-@pytest.mark.parametrize("bbox, kind", [([1, 1, math.nan, 3], "box_nan"), ([1, 1, 0, 3], "box_empty"),
-                                        ([1, 1, -2, 3], "box_empty"), ([50, 30, 20, 5], "box_outside"),
-                                        ([-3, 1, 5, 5], "box_outside")])
-def test_bad_boxes_are_named(tmp_path, bbox, kind):
+@pytest.mark.parametrize("bbox, kind, severity", [
+    ([1, 1, math.nan, 3], "box_nan", "error"), ([1, 1, 0, 3], "box_empty", "error"),
+    ([1, 1, -2, 3], "box_empty", "error"), ([60, 30, 20, 5], "box_outside", "error"),
+    ([-8, 1, 8, 5], "box_outside", "error"), ([50, 30, 20, 5], "box_outside", "warning"),
+    ([-3, 1, 5, 5], "box_outside", "warning")])
+def test_bad_boxes_are_named(tmp_path, bbox, kind, severity):
+    """Wholly outside the 60x40 image is an error; reaching past it a warning (training clips it)."""
     report = check_dataset(_coco(tmp_path, [_ann(1, 1, [2, 2, 5, 5]), _ann(7, 2, bbox)]),
                            image_root=str(tmp_path / "images"))
-    assert [(d.kind, d.where) for d in report.defects] == [(kind, "annotation 7 of image 2 (2.png)")]
-    assert report.errors and "annotation 7" in report.text()
+    assert [(d.kind, d.where, d.severity) for d in report.defects] == [
+        (kind, "annotation 7 of image 2 (2.png)", severity)]
+    assert "annotation 7" in report.text()
 
 
 def test_a_box_within_half_a_pixel_of_the_edge_is_not_outside(tmp_path):

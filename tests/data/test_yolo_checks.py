@@ -72,7 +72,7 @@ def test_every_planted_defect_is_named_with_its_file_and_line(yolo):
     assert {(d.kind, d.where) for d in report.defects} == expected
     assert len(report.defects) == len(expected)
     assert report.empty_images == 1 and report.images == 25
-    assert {d.kind for d in report.warnings} == {"duplicate_box", "missing_labels", "duplicate_image"}
+    assert {d.kind for d in report.warnings} == {"duplicate_box", "missing_labels", "duplicate_image", "box_outside"}
     assert "(pixels?)" in next(d.message for d in report.defects if d.kind == "coordinates")
 
 

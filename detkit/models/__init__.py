@@ -36,6 +36,8 @@ from .rcnn_fpn import (fasterrcnn_googlenet_fpn, fasterrcnn_resnet18_fpn, faster
                        fasterrcnn_resnet50_fpn, maskrcnn_resnet18_fpn, maskrcnn_resnet18_fpn_small,
                        maskrcnn_resnet50_fpn)
 from .single_map import fasterrcnn_resnet18_c4, fasterrcnn_vgg16
+from .mobilenet import (fasterrcnn_mobilenet_v3_large_320_fpn, fasterrcnn_mobilenet_v3_large_fpn,
+                        ssdlite320_mobilenet_v3_large)
 from .textbook import tinyssd
 
 __all__ = ["build", "list_models", "model_options", "pretrained_models", "load_weights", "SSDOptions", "RCNNOptions",
@@ -45,4 +47,5 @@ __all__ = ["build", "list_models", "model_options", "pretrained_models", "load_w
            "ssd300_resnet101", "ssd300_vgg16", "ssd300_vgg16_small", "ssd512_vgg16", "fasterrcnn_googlenet_fpn",
            "fasterrcnn_resnet18_fpn", "fasterrcnn_resnet18_fpn_small", "fasterrcnn_resnet50_fpn",
            "maskrcnn_resnet18_fpn", "maskrcnn_resnet18_fpn_small", "maskrcnn_resnet50_fpn", "fasterrcnn_resnet18_c4",
-           "fasterrcnn_vgg16", "tinyssd"]
+           "fasterrcnn_vgg16", "tinyssd", "ssdlite320_mobilenet_v3_large", "fasterrcnn_mobilenet_v3_large_fpn",
+           "fasterrcnn_mobilenet_v3_large_320_fpn"]

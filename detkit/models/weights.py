@@ -31,7 +31,9 @@ CHECKPOINT_FORMAT = "detkit"
 
 # Zoo names whose whole model has a torchvision twin of the same name with published weights
 # (and the same tensor names).
-PRETRAINED_MODELS = frozenset({"ssd300_vgg16", "fasterrcnn_resnet50_fpn", "maskrcnn_resnet50_fpn"})
+PRETRAINED_MODELS = frozenset({"ssd300_vgg16", "fasterrcnn_resnet50_fpn", "maskrcnn_resnet50_fpn",
+                               "ssdlite320_mobilenet_v3_large", "fasterrcnn_mobilenet_v3_large_fpn",
+                               "fasterrcnn_mobilenet_v3_large_320_fpn"})
 # A torchvision weights name: an enum member ("COCO_V1") or "Enum_Weights.MEMBER"; never a file name.
 _WEIGHTS_NAME = re.compile(r"(?:[A-Za-z][A-Za-z0-9_]*_Weights\.)?[A-Z][A-Z0-9_]*")
 
@@ -231,6 +233,8 @@ def class_layers(model: nn.Module) -> dict[str, Callable[[], None]]:
     if isinstance(model, TinySSD):
         return model.class_layers()
     if isinstance(model, SSD):
+        if hasattr(model.head, "class_layers"):  # SSDlite: only each map's last 1x1 conv has a class dimension
+            return {f"head.{prefix}": init for prefix, init in model.head.class_layers().items()}
         return {"head.classification_head": model.head.classification_head.reset_parameters}
     layers = {"roi_heads.box_predictor": model.roi_heads.box_predictor.reset_parameters}
     if model.roi_heads.mask_predictor is not None:

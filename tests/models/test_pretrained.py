@@ -177,8 +177,9 @@ def test_unknown_weight_names_are_refused_with_the_valid_ones(hub, offline):
 
 def test_a_model_without_pretrained_weights_lists_those_with(offline):
     with pytest.raises(WeightsError, match=r"'fasterrcnn_googlenet_fpn' has no pretrained weights .*models with "
-                                           r"named weights: fasterrcnn_resnet50_fpn, maskrcnn_resnet50_fpn, "
-                                           r"ssd300_vgg16"):
+                                           r"named weights: fasterrcnn_mobilenet_v3_large_320_fpn, "
+                                           r"fasterrcnn_mobilenet_v3_large_fpn, fasterrcnn_resnet50_fpn, "
+                                           r"maskrcnn_resnet50_fpn, ssd300_vgg16, ssdlite320_mobilenet_v3_large"):
         models.build("fasterrcnn_googlenet_fpn", weights="DEFAULT")
     with pytest.raises(ValueError, match=r"fasterrcnn_googlenet_fpn has no pretrained weights to load by name"):
         detkit.load_model("fasterrcnn_googlenet_fpn")

@@ -152,7 +152,8 @@ class ProposalRCNN(ChannelsLast, nn.Module):
         proposals = self._proposals(images, targets, proposals)
         original_sizes = [(int(img.shape[-2]), int(img.shape[-1])) for img in images]
         image_list, targets = self.transform(list(images), targets if self.training else None)
-        proposals = [p.to(torch.float32) for p in proposals]  # PLANTED
+        proposals = [resize_boxes(p.to(torch.float32), original, size)
+                     for p, original, size in zip(proposals, original_sizes, image_list.image_sizes)]
         features = self.backbone(self._layout(image_list.tensors))
         detections, losses = self.roi_heads(features, proposals, image_list.image_sizes, targets)
         if self.training:

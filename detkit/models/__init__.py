@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from ..runtimes import RUNTIMES, optimize
 from .anchors import AnchorFit, fit_anchors
-from .options import ProposalOptions, RCNNOptions, SSDOptions, TinySSDOptions
+from .options import RCNN_PAPER, SMALL_RCNN, VGG16_PAPER, ProposalOptions, RCNNOptions, SSDOptions, TinySSDOptions
 from .registry import ModelOptionError, build, list_models, model_options, pretrained_models
 from .weights import load_weights
 
@@ -41,7 +41,8 @@ from .mobilenet import (fasterrcnn_mobilenet_v3_large_320_fpn, fasterrcnn_mobile
 from .textbook import tinyssd
 
 __all__ = ["build", "list_models", "model_options", "pretrained_models", "load_weights", "SSDOptions", "RCNNOptions",
-           "ProposalOptions", "TinySSDOptions", "ModelOptionError", "optimize", "RUNTIMES", "fit_anchors", "AnchorFit",
+           "ProposalOptions", "TinySSDOptions", "SMALL_RCNN", "VGG16_PAPER", "RCNN_PAPER", "ModelOptionError",
+           "optimize", "RUNTIMES", "fit_anchors", "AnchorFit",
            # the builders registered under their own names (R-CNN and Fast R-CNN: through build() only)
            "ssd300_googlenet", "ssd300_resnet18", "ssd300_resnet18_small", "ssd300_resnet34", "ssd300_resnet50",
            "ssd300_resnet101", "ssd300_vgg16", "ssd300_vgg16_small", "ssd512_vgg16", "fasterrcnn_googlenet_fpn",

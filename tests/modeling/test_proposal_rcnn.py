@@ -138,3 +138,48 @@ def test_textbook_and_vgg_bodies_train_and_detect(name):
         (detections,) = model.eval()([image], proposals=[target["proposals"]])
     assert len(detections["boxes"]) > 0
     assert (detections["boxes"][:, 2] <= 128).all() and (detections["boxes"][:, 3] <= 96).all()
+
+
+# --- a resized input: every test above runs at scale 1 ------------------------------------------
+
+# Proposals inside a 96 x 128 image, far enough apart that per-class NMS keeps them all.
+SPREAD = torch.tensor([[4.0, 6.0, 30.0, 40.0], [50.0, 10.0, 90.0, 30.0], [96.0, 50.0, 124.0, 92.0],
+                       [10.0, 60.0, 44.0, 90.0]])
+
+
+@pytest.mark.parametrize("name", ["fastrcnn_resnet18_c4", "rcnn_resnet18_c4"])
+def test_zero_box_deltas_give_back_the_proposals_in_original_pixels(name):
+    """At scale 5/3 (96 px -> 160): with the regressor zeroed each detection is
+    its proposal, so the boxes must come back exactly where they went in. A
+    model that skips mapping the proposals into the resized image, or maps the
+    detections back to the resized size, is off by tens of pixels."""
+    torch.manual_seed(0)
+    model = models.build(name, num_classes=2, width=0.25, min_size=160, max_size=1000, score_thresh=0.0,
+                         **({"crop_size": 64} if name.startswith("rcnn") else {})).eval()
+    with torch.no_grad():
+        model.roi_heads.box_predictor.bbox_pred.weight.zero_()
+        model.roi_heads.box_predictor.bbox_pred.bias.zero_()
+        (detections,) = model([torch.rand(3, 96, 128)], proposals=[SPREAD])
+    assert model.transform.resize(torch.zeros(3, 96, 128)).shape[-2:] == (160, 213)  # setup: really resized
+    got = sorted(detections["boxes"].tolist())
+    torch.testing.assert_close(torch.tensor(got), torch.tensor(sorted(SPREAD.tolist())), atol=1e-3, rtol=0)
+
+
+@pytest.mark.parametrize("name", ["fastrcnn_resnet18_c4", "rcnn_resnet18_c4"])
+def test_a_resized_input_detects_as_an_image_resized_by_hand(name):
+    """The model's own 2x upscale of a 96 x 128 image, and the same weights fed a
+    copy upscaled by hand (bilinear, as the transform) with doubled proposals at
+    scale 1: the same features, so the same detections, halved. Unlike zero
+    deltas this also covers where the features are read."""
+    torch.manual_seed(0)
+    model = models.build(name, num_classes=3, width=0.25, min_size=192, max_size=256, score_thresh=0.0,
+                         **({"crop_size": 64} if name.startswith("rcnn") else {})).eval()
+    image = torch.rand(3, 96, 128, generator=torch.Generator().manual_seed(1))
+    by_hand = torch.nn.functional.interpolate(image[None], scale_factor=2.0, mode="bilinear", align_corners=False)[0]
+    with torch.no_grad():
+        (ours,) = model([image], proposals=[SPREAD])
+        (reference,) = model([by_hand], proposals=[SPREAD * 2])
+    assert len(reference["boxes"]) >= 4, "setup: too few detections to compare"
+    assert torch.equal(ours["labels"], reference["labels"])
+    torch.testing.assert_close(ours["boxes"], reference["boxes"] / 2, atol=1e-3, rtol=0)
+    torch.testing.assert_close(ours["scores"], reference["scores"], atol=1e-5, rtol=0)

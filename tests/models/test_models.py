@@ -1,13 +1,17 @@
-"""The zoo: every option of every model is accepted and takes effect, and an
-option a model does not take is refused with the list of those it does."""
+"""The zoo: every option of every model is accepted and stored in the built
+model, and an option a model does not take is refused with the list of those
+it does. Options whose use no other test sees (selective search's mode and
+count, channels-last) are checked here in a forward pass."""
 import dataclasses
 
+import numpy as np
 import pytest
 import torch
 import torchvision
 from torch import nn
 
 from detkit import models
+from detkit.modeling import proposal_rcnn
 from detkit.models import ModelOptionError, RCNNOptions, SSDOptions
 
 # A value other than every model's default, per option. "width" and the sizes stay small
@@ -72,7 +76,8 @@ def test_every_option_has_another_value_to_try():
 
 
 @pytest.mark.parametrize("name, option", ZOO_OPTIONS, ids=[f"{n}-{o}" for n, o in ZOO_OPTIONS])
-def test_every_zoo_option_takes_effect(name, option):
+def test_every_zoo_option_is_stored_in_the_built_model(name, option):
+    """Stored, not used: a forward that ignores the setting passes this (hence the tests below)."""
     defaults = models.model_options(name)
     base = {k: v for k, v in BASE.items() if k in defaults}
     value = other_value(option, defaults[option], name)
@@ -140,3 +145,58 @@ def test_anchor_sizes_place_one_size_per_fpn_map():
     assert vgg.rpn.anchor_generator.sizes == ((32, 64),)
     with pytest.raises(ValueError, match=r"anchor_sizes needs one size per FPN map \(4\), got \[16, 32\]"):
         models.build("fasterrcnn_googlenet_fpn", num_classes=3, width=0.125, anchor_sizes=[16, 32])
+
+
+# --- options used, not just stored -------------------------------------------------------------------
+
+RANKED = torch.tensor([[i, i, i + 30.0, i + 20.0] for i in range(40)])  # 40 distinct boxes, best first
+
+
+@pytest.mark.parametrize("name, proposal_mode, count", [("fastrcnn_resnet18_c4", "quality", 7),
+                                               ("rcnn_resnet18_c4", "fast", 25)])
+def test_selective_search_runs_in_proposal_mode_and_keeps_max_proposals(name, proposal_mode, count, monkeypatch):
+    """The image goes to selective search in `proposal_mode`; its `max_proposals`
+    best-ranked boxes, in order, reach the RoI heads (scale 1, so unchanged)."""
+    calls = []
+
+    def spy(rgb, mode="fast", **kwargs):  # the proposer passes mode= by name
+        calls.append((rgb.shape, rgb.dtype, mode))
+        return RANKED.clone()
+
+    monkeypatch.setattr(proposal_rcnn, "selective_search", spy)
+    model = models.build(name, num_classes=3, width=0.125, min_size=96, max_size=128, proposal_mode=proposal_mode,
+                         max_proposals=count, **({"crop_size": 64} if name.startswith("rcnn") else {})).eval()
+    reached = []
+    model.roi_heads.register_forward_pre_hook(lambda module, args: reached.append(args[1][0]))
+    with torch.no_grad():
+        model([torch.rand(3, 96, 128)])
+    assert calls == [((96, 128, 3), np.uint8, proposal_mode)]
+    assert torch.equal(reached[0], RANKED[:count])
+
+
+SMALL_INPUT = {"min_size": 96, "max_size": 128}
+CHANNELS_LAST = {  # one model per detector class and builder, built small
+    "ssd300_resnet18": {"size": 96}, "fasterrcnn_resnet18_fpn_small": SMALL_INPUT,
+    "maskrcnn_resnet18_fpn_small": {**SMALL_INPUT, "score_thresh": 0.0},  # detections, so the mask head runs
+    "fasterrcnn_vgg16": SMALL_INPUT, "fastrcnn_resnet18_c4": SMALL_INPUT,
+    "rcnn_resnet18_c4": {**SMALL_INPUT, "crop_size": 64}}
+
+
+@pytest.mark.parametrize("name", list(CHANNELS_LAST))
+def test_channels_last_runs_every_convolution_channels_last(name):
+    """With channels_last=True every convolution that runs gives a channels-last
+    output, i.e. torch ran it channels-last (its input or weight was; on the CPU
+    torch then computes in that layout). Storing the flag alone gives NCHW."""
+    torch.manual_seed(0)
+    model = models.build(name, num_classes=3, width=0.125, channels_last=True, **CHANNELS_LAST[name]).eval()
+    layouts = {}
+    for path, module in model.named_modules():
+        if isinstance(module, nn.Conv2d):
+            module.register_forward_hook(lambda module, args, out, path=path: layouts.setdefault(path, []).append(
+                out.is_contiguous(memory_format=torch.channels_last)))
+    proposals = {"proposals": [torch.tensor([[4.0, 6.0, 30.0, 40.0], [50.0, 10.0, 90.0, 30.0]])]}
+    with torch.no_grad():
+        model([torch.rand(3, 96, 128)], **(proposals if name.startswith(("rcnn_", "fastrcnn_")) else {}))
+    convs = [path for path, module in model.named_modules() if isinstance(module, nn.Conv2d)]
+    assert sorted(layouts) == sorted(convs), "setup: a convolution did not run (e.g. no detection for the mask head)"
+    assert [path for path, seen in layouts.items() if not all(seen)] == []

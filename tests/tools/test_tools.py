@@ -353,10 +353,10 @@ def test_infer_with_another_runtime_writes_what_detect_gives_with_it(checkpoint,
     """tools/infer.py --runtime (and --calibration) reaches the runtime: its records are detect()'s with the
     same runtime and calibration images (quantisation is deterministic); agreement with eager is
     tests/runtimes/test_runtimes.py's, on trained models."""
-    from detkit import runtimes
     from detkit.inference import detections_json
+    from detkit.runtimes import bf16
 
-    monkeypatch.setattr(runtimes, "has_bfloat16_hardware", lambda: True)  # emulated where the CPU lacks it
+    monkeypatch.setattr(bf16, "has_bfloat16_hardware", lambda: True)  # emulated where the CPU lacks it
     if runtime != "bf16":
         pytest.importorskip("onnxruntime")
     folder, names = val_images

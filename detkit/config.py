@@ -126,6 +126,9 @@ class EvalConfig:
     num_images: int = 0  # evaluate on the first N validation images; 0 = all
     vis_images: int = 4  # validation images drawn into the work dir
     vis_score: float = 0.5
+    # Also analyse each evaluation (detkit.evaluation.analyze): its error breakdown (TIDE's ΔAP per error type)
+    # goes into metrics.jsonl, the last one's report.html and analysis.json into the work dir. COCO metric only.
+    analyze: bool = False
 
 
 @dataclass
@@ -196,6 +199,8 @@ class Config:
             return "data.format='voc' has no COCO ground truth to score against; set eval.metric=voc (key mAP)"
         if evaluation.iou_type == "segm" and evaluation.metric != "coco":
             return "eval.iou_type='segm' needs eval.metric='coco' (VOC scores boxes only)"
+        if evaluation.analyze and evaluation.metric != "coco":
+            return "eval.analyze=True analyses COCO's matching: it needs eval.metric='coco'"
         if evaluation.iou_type == "segm" and not masks_model:
             return f"eval.iou_type='segm' needs a mask model (maskrcnn_*), but model.name is {self.model.name!r}"
         if masks_model and not (data.masks or evaluation.iou_type == "segm"):

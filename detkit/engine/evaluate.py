@@ -7,7 +7,7 @@ from typing import Any, Collection, Optional, Sequence, Union
 import torch
 from torch import nn
 
-from ..evaluation import COCOEvaluator, COCOMetrics, VOCEvaluator, VOCMetrics
+from ..evaluation import COCOEvaluator, COCOMetrics, VOCEvaluator, VOCMetrics, analyze_evaluator
 from . import distributed as dist
 
 Evaluator = Union[COCOEvaluator, VOCEvaluator]
@@ -36,10 +36,11 @@ def predict(model: nn.Module, dataset, indices: Sequence[int], device: torch.dev
 
 def evaluate(model: nn.Module, dataset, metric: str, classes: Sequence[str], device: torch.device,
              gt: Optional[Union[str, dict]] = None, iou_type: str = "bbox", num_images: int = 0,
-             batch_size: int = 8) -> Optional[Metrics]:
+             batch_size: int = 8, analyze: bool = False) -> Optional[Metrics]:
     """Scores `model` on `dataset` (COCO against `gt`, or VOC). Each rank
     predicts its share of the images; rank 0 gathers them and returns the
-    metrics, the other ranks return None."""
+    metrics, the other ranks return None. With analyze (COCO), the metrics
+    carry the error analysis as `.analysis` (None when nothing was detected)."""
     count = min(num_images, len(dataset)) if num_images > 0 else len(dataset)
     mine = list(range(dist.get_rank(), count, dist.get_world_size()))
     predictions, targets = predict(model, dataset, mine, device, batch_size)
@@ -53,7 +54,8 @@ def evaluate(model: nn.Module, dataset, metric: str, classes: Sequence[str], dev
     for part_predictions, part_targets in gathered:
         merged_predictions.update(part_predictions)
         merged_targets.update(part_targets)
-    metrics = score(merged_predictions, merged_targets, metric, classes, gt, iou_type)
+    metrics = score(merged_predictions, merged_targets, metric, classes, gt, iou_type, analyze,
+                    getattr(dataset, "image_root", None))
     metrics.images = len(merged_predictions)  # how many images were scored, all ranks together
     return metrics
 
@@ -83,12 +85,24 @@ EVALUATORS = {"coco": _coco_evaluator, "voc": _voc_evaluator}
 
 
 def score(predictions: dict, targets: dict, metric: str, classes: Sequence[str],
-          gt: Optional[Union[str, os.PathLike, dict]] = None, iou_type: str = "bbox") -> Metrics:
+          gt: Optional[Union[str, os.PathLike, dict]] = None, iou_type: str = "bbox", analyze: bool = False,
+          images: Optional[str] = None) -> Metrics:
     """The metrics of `predictions` ({image_id: prediction}) for the images
-    they name; targets: {image_id: target}, as predict() returns them."""
+    they name; targets: {image_id: target}, as predict() returns them. With
+    analyze (COCO only), also the error analysis as `metrics.analysis`
+    (detkit.evaluation.analyze; None without any detection), its worst
+    images read from the folder `images`."""
     evaluator = build_evaluator(metric, classes, gt, iou_type, image_ids=set(predictions))
     evaluator.update(predictions, targets)
-    return evaluator.compute()
+    if not (analyze and isinstance(evaluator, COCOEvaluator)):
+        return evaluator.compute()
+    if not any(len(p["scores"]) for p in predictions.values()):  # an early model may detect nothing yet
+        metrics = evaluator.compute()
+        metrics.analysis = None
+        return metrics
+    analysis = analyze_evaluator(evaluator, images=images)
+    analysis.metrics.analysis = analysis
+    return analysis.metrics
 
 
 def key_metric(metrics: Metrics, key: str) -> float:

@@ -40,7 +40,7 @@ from tqdm import tqdm
 
 from ..config import Config
 from ..data import collate
-from ..evaluation import save_metrics
+from ..evaluation import save_metrics, write_report
 from ..io.jsonio import check_writable_folder, remove_temp_files, write_json_atomic
 from . import distributed as dist
 from .build import LRSchedule, build_datasets, build_model, build_optimizer
@@ -306,7 +306,7 @@ def _evaluate_epoch(model: nn.Module, splits, config: Config, device: torch.devi
                     log: "MetricsLog") -> None:
     metrics = evaluate(model, splits.val, config.eval.metric, splits.classes, device, gt=splits.val_ann,
                        iou_type=config.eval.iou_type, num_images=config.eval.num_images,
-                       batch_size=config.data.batch_size)
+                       batch_size=config.data.batch_size, analyze=config.eval.analyze)
     if metrics is None:  # not rank 0
         return
     value = key_metric(metrics, config.eval.key)
@@ -314,9 +314,15 @@ def _evaluate_epoch(model: nn.Module, splits, config: Config, device: torch.devi
     improved = state.best is None or value > state.best
     state.best = value if improved else state.best
     state.last_metrics["improved"] = improved
-    log.write({"type": "eval", "epoch": state.epoch, "iteration": state.iteration, "images": metrics.images,
-               **summary(metrics)})
+    record = {"type": "eval", "epoch": state.epoch, "iteration": state.iteration, "images": metrics.images,
+              **summary(metrics)}
+    analysis = getattr(metrics, "analysis", None)
+    if config.eval.analyze:  # ΔAP per error type, epoch by epoch; None while nothing is detected
+        record["errors"] = analysis.summary() if analysis is not None else None
+    log.write(record)
     save_metrics(os.path.join(log.folder, "metrics.json"), metrics)
+    if analysis is not None and log.enabled and state.epoch == config.schedule.epochs:
+        write_report(analysis, log.folder)  # the last evaluation's report.html and analysis.json
     if log.enabled:
         tqdm.write(f"epoch {state.epoch}: {config.eval.key} {value:.4f} (best {state.best:.4f})")
 

@@ -63,16 +63,6 @@ def matched_gt(ious, iou_off, sel_off, gt_area, gt_crowd, gt_off, area_lo, area_
 
 
 @kernel
-def block_offsets(det_img_off, gt_img_off):
-    """CSR offsets of each image's [D_i, G_i] IoU block."""
-    n_img = det_img_off.shape[0] - 1
-    off = np.zeros(n_img + 1, dtype=np.int64)
-    for i in range(n_img):
-        off[i + 1] = off[i] + (det_img_off[i + 1] - det_img_off[i]) * (gt_img_off[i + 1] - gt_img_off[i])
-    return off
-
-
-@kernel
 def image_box_ious(det_box, det_rows, det_img_off, gt_box, gt_rows, gt_img_off, block_off):
     """IoU of every listed detection with every listed GT of its image, all
     categories; xywh boxes, pycocotools' formula for non-crowd GT."""

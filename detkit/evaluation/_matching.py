@@ -150,7 +150,7 @@ def image_groups(m: Matching, det_index: np.ndarray, det_img: np.ndarray,
     plain = np.flatnonzero(gt.crowd == 0)
     gt_rows = plain[np.argsort(gt_img[plain], kind="stable")]
     gt_img_off = _offsets(gt_img[gt_rows], m.n_img)
-    block_off = ak.block_offsets(det_img_off, gt_img_off)
+    block_off = _kernels.iou_offsets(det_img_off, gt_img_off)  # each image's [D_i, G_i] block
     rows = det_rows[by_img]
     if m.evaluator.iou_type == "bbox":
         block = ak.image_box_ious(m.boxes, rows, det_img_off, gt.boxes, gt_rows, gt_img_off, block_off)

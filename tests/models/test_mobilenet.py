@@ -5,8 +5,6 @@ and ImageNet weights load by name from a planted torch hub cache; fine-tuning
 re-initialises only the class layers; "fused" and "onnxruntime" run them."""
 import copy
 import os
-import socket
-import urllib.request
 
 import pytest
 import torch
@@ -82,18 +80,6 @@ def torchvision_twin(name: str) -> nn.Module:
     return model.eval()
 
 
-class NetworkUsed(AssertionError):
-    pass
-
-
-@pytest.fixture
-def offline(monkeypatch):
-    """Any attempt to reach the network fails the test."""
-    def refuse(*args, **kwargs):
-        raise NetworkUsed(f"network access attempted: {args[:1]}")
-    monkeypatch.setattr(socket.socket, "connect", refuse)
-    monkeypatch.setattr(socket, "create_connection", refuse)
-    monkeypatch.setattr(urllib.request, "urlopen", refuse)
 
 
 @pytest.fixture(scope="module")

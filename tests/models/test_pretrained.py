@@ -4,8 +4,6 @@ temporary folder holding randomly initialised torchvision weights under the
 file names torchvision's enums expect, and every socket or URL call raises."""
 import math
 import os
-import socket
-import urllib.request
 
 import numpy as np
 import pytest
@@ -27,18 +25,6 @@ from tests.helpers import tiny_ssd_config
 COCO_NAMES = SSD300_VGG16_Weights.COCO_V1.meta["categories"]
 
 
-class NetworkUsed(AssertionError):
-    pass
-
-
-@pytest.fixture
-def offline(monkeypatch):
-    """Any attempt to reach the network fails the test."""
-    def refuse(*args, **kwargs):
-        raise NetworkUsed(f"network access attempted: {args[:1]}")
-    monkeypatch.setattr(socket.socket, "connect", refuse)
-    monkeypatch.setattr(socket, "create_connection", refuse)
-    monkeypatch.setattr(urllib.request, "urlopen", refuse)
 
 
 @pytest.fixture(scope="module")

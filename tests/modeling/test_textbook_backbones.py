@@ -191,25 +191,31 @@ def one_thread():
     torch.set_num_threads(threads)
 
 
-# model, crop side, grayscale, (mean, std), steps, batch, learning rate, bound on held-out accuracy (chance: 0.2).
-# Held-out accuracy measured over torch seeds: LeNet 0.79-0.82 (seeds 0-3), AlexNet 0.75-0.80 (0-2), NiN
-# 0.45-0.63 (0, 3-5; seed 0: 0.56). The book's NiN has no normalisation, and its class block, num_classes wide
-# and ending in a ReLU, sits at chance for 100-300 steps before it learns; hence its lower bound.
+# model, crop side, grayscale, (mean, std), steps, batch, learning rate, bound on held-out accuracy (chance: 0.2),
+# torch seeds (each one must pass). Held-out accuracy measured over torch seeds: LeNet 0.79-0.82 (seeds 0-3), AlexNet
+# 0.75-0.80 (0-2). NiN over seeds 0-12, min / median / max. With zero biases in its class block (5 wide, ending in
+# a ReLU): 0.152 / 0.599 / 0.785 at 900 steps. Seed 5 sat at chance: all 5 units of the block's middle ReLU were dead
+# by step 200, so every gradient was 0. Seed 8 reached 0.350: two class logits were 0 on every crop throughout. At
+# 600 steps, seed 5 gave 0.152 again and seed 8 0.397. With the biases at 0.1 (NiN.CLASS_BLOCK_BIAS), at 600 steps:
+# 0.460 / 0.654 / 0.793, and 0.477 / 0.586 / 0.759 over fresh seeds 13-25 (mean 0.63, sd 0.10 over the 26). At 900
+# steps: 0.473 / 0.730 / 0.857. The bound sits 0.11 below the lowest of the 26 (2.8 sd under their mean) and 0.1
+# above always guessing the largest class (0.253). Seeds 5 and 8 are the two that failed 0.4 under zero biases here.
 CASES = {
-    "lenet": (lambda: LeNet(num_classes=5), 28, True, ((0.5,), (0.25,)), 800, 64, 5e-3, 0.6),
+    "lenet": (lambda: LeNet(num_classes=5), 28, True, ((0.5,), (0.25,)), 800, 64, 5e-3, 0.6, (0,)),
     "alexnet": (lambda: AlexNet(num_classes=5, width=0.125), 67, False, (AlexNet.image_mean, AlexNet.image_std),
-                400, 32, 5e-4, 0.6),
-    "nin": (lambda: NiN(num_classes=5, width=0.125), 67, False, (NiN.image_mean, NiN.image_std), 900, 64, 1e-3, 0.4),
+                400, 32, 5e-4, 0.6, (0,)),
+    "nin": (lambda: NiN(num_classes=5, width=0.125), 67, False, (NiN.image_mean, NiN.image_std), 600, 64, 1e-3, 0.35,
+            (0, 5, 8)),
 }
 
 
-@pytest.mark.parametrize("name", list(CASES))
-def test_learns_to_classify_shapes_crops(name, crops, one_thread):
-    make, side, gray, (mean, std), steps, batch_size, lr, bound = CASES[name]
+@pytest.mark.parametrize("name, seed", [(name, seed) for name, case in CASES.items() for seed in case[-1]])
+def test_learns_to_classify_shapes_crops(name, seed, crops, one_thread):
+    make, side, gray, (mean, std), steps, batch_size, lr, bound, _ = CASES[name]
     (train_x, train_y), (val_x, val_y) = crops
     train_x, val_x = (_tensors(c, side, gray, mean, std) for c in (train_x, val_x))
     train_y, val_y = torch.from_numpy(train_y), torch.from_numpy(val_y)
-    torch.manual_seed(0)
+    torch.manual_seed(seed)
     model = make()
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
     model.train()
@@ -223,5 +229,5 @@ def test_learns_to_classify_shapes_crops(name, crops, one_thread):
         optimizer.step()
     with torch.no_grad():
         accuracy = float((model.eval()(val_x).argmax(1) == val_y).float().mean())
-    print(f"{name}: held-out accuracy {accuracy:.3f} on {len(val_y)} crops ({len(train_y)} trained on)")
+    print(f"{name} (seed {seed}): held-out accuracy {accuracy:.3f} on {len(val_y)} crops ({len(train_y)} trained on)")
     assert accuracy > bound, accuracy

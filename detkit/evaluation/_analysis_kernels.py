@@ -10,6 +10,8 @@ rows) image by image with CSR offsets `*_img_off`, and an image's IoU block
 import numpy as np
 from numba import njit
 
+from ._kernels import best_gt
+
 kernel = njit(cache=True, nogil=True, error_model="numpy")
 
 # Detection outcomes at one IoU threshold, from COCO's matching.
@@ -43,19 +45,7 @@ def matched_gt(ious, iou_off, sel_off, gt_area, gt_crowd, gt_off, area_lo, area_
         for t in range(n_thr):
             taken[:] = 0
             for j in range(nd):
-                best = min(iou_thrs[t], 1 - 1e-10)
-                m = -1
-                for k in range(ng):
-                    g = order[k]
-                    if taken[k] and not gt_crowd[g0 + g]:
-                        continue
-                    if m > -1 and gt_ig[order[m]] == 0 and gt_ig[g] == 1:
-                        break
-                    v = ious[base + j * ng + g]
-                    if v < best:
-                        continue
-                    best = v
-                    m = k
+                m = best_gt(ious, base + j * ng, order, taken, gt_crowd, g0, gt_ig, iou_thrs[t])
                 if m > -1:
                     out[t, s0 + j] = g0 + order[m]
                     taken[m] = 1

@@ -42,6 +42,28 @@ def iou_offsets(sel_off, gt_off):
 
 
 @kernel
+def best_gt(ious, row, order, taken, gt_crowd, g0, gt_ig, threshold):
+    """pycocotools' match of one detection: the place k in `order` of the GT
+    it takes (-1: none). ious[row + g] is its IoU with GT g of the pair; GT
+    already taken are skipped unless crowd; once a kept GT is matched, the
+    ignored ones (sorted last) are not tried."""
+    best = min(threshold, 1 - 1e-10)
+    m = -1
+    for k in range(order.shape[0]):
+        g = order[k]
+        if taken[k] and not gt_crowd[g0 + g]:
+            continue
+        if m > -1 and gt_ig[order[m]] == 0 and gt_ig[g] == 1:
+            break
+        v = ious[row + g]
+        if v < best:
+            continue
+        best = v
+        m = k
+    return m
+
+
+@kernel
 def bbox_ious(dt_box, sel, sel_off, gt_box, gt_crowd, gt_off, iou_off):
     """pycocotools' bbIou on xywh boxes, per pair: ious[d, g] row-major.
     A crowd GT's union is the detection's own area."""
@@ -102,19 +124,7 @@ def evaluate_pairs(ious, iou_off, sel, sel_off, dt_area, dt_id, gt_area, gt_crow
             if ng > 0:
                 for t in range(n_thr):
                     for j in range(nd):
-                        best = min(iou_thrs[t], 1 - 1e-10)
-                        m = -1
-                        for k in range(ng):
-                            g = order[k]
-                            if gt_taken[t, k] and not gt_crowd[g0 + g]:
-                                continue
-                            if m > -1 and gt_ig[order[m]] == 0 and gt_ig[g] == 1:
-                                break
-                            v = ious[base + j * ng + g]
-                            if v < best:
-                                continue
-                            best = v
-                            m = k
+                        m = best_gt(ious, base + j * ng, order, gt_taken[t], gt_crowd, g0, gt_ig, iou_thrs[t])
                         if m == -1:
                             continue
                         ignored[a, t, s0 + j] = gt_ig[order[m]]

@@ -31,6 +31,8 @@ EVAL_KEYS = {"coco": ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", 
              "voc": ("mAP",)}
 # data.format's choices: the Shapes set generated, or a dataset read in one of five formats.
 DATA_FORMATS = ("coco", "voc", "shapes", "yolo", "labelme", "cvat")
+# solver.amp's choices (True, from configs written before "auto", means "fp16": CUDA's float16).
+AMP_CHOICES = (False, True, "auto", "bf16", "fp16")
 # The zoo's mask models, by torchvision's naming: only they predict masks.
 MASK_MODEL_PREFIX = "maskrcnn_"
 
@@ -104,7 +106,14 @@ class SolverConfig:
     momentum: float = 0.9
     weight_decay: float = 1e-4
     clip_grad_norm: Optional[float] = None
-    amp: bool = False  # mixed precision, CUDA only
+    # Mixed precision: "auto" (bfloat16 where the CPU has AMX or AVX512-BF16, or on a CUDA GPU that has
+    # it, float16 on an older GPU, else float32), "bf16", "fp16" (CUDA only) or False (float32). A kind
+    # the device lacks runs in float32 and says so. Losses, box coding, matching and the step stay float32.
+    amp: Union[bool, str] = False
+    # Exponential moving average of the weights (0 = off): evaluation, best.pth and detect() use it.
+    # Its decay warms up as ema_decay * (1 - exp(-step / ema_tau)), as Ultralytics' ModelEMA does.
+    ema_decay: float = 0.0
+    ema_tau: float = 2000.0  # iterations
 
 
 @dataclass
@@ -129,6 +138,17 @@ class EvalConfig:
     # Also analyse each evaluation (detkit.evaluation.analyze): its error breakdown (TIDE's ΔAP per error type)
     # goes into metrics.jsonl, the last one's report.html and analysis.json into the work dir. COCO metric only.
     analyze: bool = False
+    # Stop the run `patience` evaluations after the last improvement of eval.key (0: never stop early).
+    patience: int = 0
+    # Also log the training losses on the validation split (no augmentation) at each evaluation.
+    val_loss: bool = True
+
+
+@dataclass
+class LogConfig:
+    # TensorBoard event files in the work dir: None = on when the tensorboard package is installed,
+    # True = required, False = off.
+    tensorboard: Optional[bool] = None
 
 
 @dataclass
@@ -148,6 +168,7 @@ class Config:
     eval: EvalConfig = field(default_factory=EvalConfig)
     seed: int = 0
     log_period: int = 20  # iterations between metric log lines
+    log: LogConfig = field(default_factory=LogConfig)
     keep_checkpoints: int = 1  # per-epoch checkpoints kept beside last.pth and best.pth
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     # Local DDP ranks on the CPU when not started by torchrun (tools/train.py spawns them; each gets
@@ -169,7 +190,8 @@ class Config:
                    ("solver.optimizer", self.solver.optimizer, ("sgd", "adamw")),
                    ("schedule.decay", self.schedule.decay, ("multistep", "cosine")),
                    ("eval.metric", self.eval.metric, ("coco", "voc")),
-                   ("eval.iou_type", self.eval.iou_type, ("bbox", "segm"))]
+                   ("eval.iou_type", self.eval.iou_type, ("bbox", "segm")),
+                   ("solver.amp", self.solver.amp, AMP_CHOICES)]
         for key, value, allowed in choices:
             if value not in allowed:
                 raise ConfigError(f"{where}: {key} must be one of {list(allowed)}, got {value!r}")
@@ -179,6 +201,10 @@ class Config:
         for key, value in positive:
             if not value > 0:
                 raise ConfigError(f"{where}: {key} must be positive, got {value!r}")
+        if not 0 <= self.solver.ema_decay < 1:
+            raise ConfigError(f"{where}: solver.ema_decay must be in [0, 1) (0 = off), got {self.solver.ema_decay!r}")
+        if not self.solver.ema_tau > 0:
+            raise ConfigError(f"{where}: solver.ema_tau must be positive, got {self.solver.ema_tau!r}")
         if self.checkpoint.period_iters < 0:
             raise ConfigError(f"{where}: checkpoint.period_iters must be 0 (once per epoch) or positive, "
                               f"got {self.checkpoint.period_iters!r}")
@@ -215,6 +241,7 @@ class Config:
             return f"schedule.milestones are epochs and must be positive, got {schedule.milestones!r}"
         negative = [(k, v) for k, v in (("schedule.warmup_iters", schedule.warmup_iters),
                                         ("eval.num_images", evaluation.num_images),
+                                        ("eval.patience", evaluation.patience),
                                         ("keep_checkpoints", self.keep_checkpoints)) if v < 0]
         if negative:
             return f"{negative[0][0]} must be >= 0, got {negative[0][1]!r}"
@@ -301,6 +328,12 @@ def _coerce(text: str, hint: Any, key: str) -> Any:
         return None
     if base is str:
         return text
+    if typing.get_origin(base) is Union:  # e.g. solver.amp: a bool or a word
+        value = _literal(text, key)
+        if not isinstance(value, typing.get_args(base)):
+            kinds = " or ".join(a.__name__ for a in typing.get_args(base))
+            raise ConfigError(f"config key {key!r} expects {kinds}, got {value!r}")
+        return value
     if dataclasses.is_dataclass(base):
         raise ConfigError(f"config key {key!r} is a section; set its fields ({key}.<field>=...)")
     return _check_type(_literal(text, key), base, key)

@@ -43,3 +43,20 @@ def trained_copy(trained, tmp_path):
     copy = str(tmp_path / "run")
     shutil.copytree(work_dir, copy)
     return config, copy
+
+
+# The options of the issue-26 engine: a moving average of the weights, and
+# bfloat16 autocast where the CPU has it (float32 elsewhere: the tests run on both).
+EMA_BF16 = ["solver.ema_decay=0.9", "solver.ema_tau=2", "solver.amp=auto"]
+
+
+@pytest.fixture(scope="session")
+def trained_ema_bf16(tmp_path_factory, shapes_root):
+    """(config, work dir) of `trained`'s run with EMA_BF16 on."""
+    from detkit.config import apply_overrides
+    from detkit.engine import train
+
+    config = apply_overrides(tiny_ssd_config(shapes_root), EMA_BF16)
+    work_dir = str(tmp_path_factory.mktemp("trained_ema_bf16"))
+    train(config, work_dir, progress=False)
+    return config, work_dir

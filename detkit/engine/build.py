@@ -109,7 +109,8 @@ def splits_of(data: DataConfig) -> tuple[str, str]:
 def _coco_splits(train_images, val_images, train_ann, val_ann, masks: bool, data: DataConfig) -> DataSplits:
     train = CocoDetection(train_images, train_ann, train_transforms(data), with_masks=masks,
                           skip_invalid=data.skip_invalid)
-    val = CocoDetection(val_images, val_ann, eval_transforms(), with_masks=False, skip_invalid=data.skip_invalid)
+    # The validation split has masks too for a mask model: its validation loss has a mask term.
+    val = CocoDetection(val_images, val_ann, eval_transforms(), with_masks=masks, skip_invalid=data.skip_invalid)
     _attach_proposals(train, data, os.path.splitext(os.path.basename(train_ann))[0],
                       os.path.dirname(os.path.abspath(train_ann)))
     return DataSplits(train, val, train.classes, val_ann)
@@ -130,7 +131,7 @@ def _record_splits(masks: bool, data: DataConfig) -> DataSplits:
     training split's classes (labels 1..K)."""
     under = lambda path: path if os.path.isabs(path) else os.path.join(data.root, path)  # noqa: E731
     train_options = {"transforms": train_transforms(data), "with_masks": masks, "skip_invalid": data.skip_invalid}
-    val_options = {"transforms": eval_transforms(), "skip_invalid": data.skip_invalid}
+    val_options = {"transforms": eval_transforms(), "with_masks": masks, "skip_invalid": data.skip_invalid}
     if data.format == "yolo":
         found, (train_split, val_split) = yolo_splits(data.root), splits_of(data)
         for key, split in (("data.train_split", train_split), ("data.val_split", val_split)):

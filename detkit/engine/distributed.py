@@ -79,6 +79,15 @@ def mean_over_ranks(values: dict[str, float]) -> dict[str, float]:
     return dict(zip(values, (tensor / get_world_size()).tolist()))
 
 
+def broadcast_module(module: torch.nn.Module, source: int = 0) -> None:
+    """Overwrites every rank's parameters and buffers of `module` with rank
+    `source`'s, in place."""
+    if not is_initialized():
+        return
+    for tensor in module.state_dict().values():
+        dist.broadcast(tensor, source)
+
+
 def _collective_device() -> torch.device:
     return torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else torch.device("cpu")
 

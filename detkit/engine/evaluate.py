@@ -6,6 +6,8 @@ from typing import Any, Collection, Optional, Sequence, Union
 
 import torch
 from torch import nn
+from torch.nn.modules.batchnorm import _BatchNorm
+from torch.nn.modules.dropout import _DropoutNd
 
 from ..evaluation import COCOEvaluator, COCOMetrics, VOCEvaluator, VOCMetrics, analyze_evaluator
 from . import distributed as dist
@@ -30,7 +32,7 @@ def predict(model: nn.Module, dataset, indices: Sequence[int], device: torch.dev
         for (_, target), output in zip(items, outputs):
             image_id = target["image_id"]
             predictions[image_id] = {k: v.detach().cpu() for k, v in output.items()}
-            targets[image_id] = target
+            targets[image_id] = {k: v for k, v in target.items() if k != "masks"}  # scored from the annotation file
     return predictions, targets
 
 
@@ -58,6 +60,58 @@ def evaluate(model: nn.Module, dataset, metric: str, classes: Sequence[str], dev
                     getattr(dataset, "image_root", None))
     metrics.images = len(merged_predictions)  # how many images were scored, all ranks together
     return metrics
+
+
+@torch.no_grad()
+def validation_loss(model: nn.Module, dataset, device: torch.device, num_images: int = 0,
+                    batch_size: int = 8) -> Optional[dict[str, float]]:
+    """The model's training losses on `dataset` as its validation transforms
+    give it (no augmentation), with BatchNorm and dropout in eval mode: on rank
+    0 {"val_loss": total, "val_<loss name>": ...}, each the mean over the
+    images (batches weighted by their size), all ranks' shares together; None
+    on the other ranks. Random draws inside the losses (R-CNN's RoI sampling)
+    use the caller's generators: isolate them to keep a run reproducible."""
+    count = min(num_images, len(dataset)) if num_images > 0 else len(dataset)
+    mine = list(range(dist.get_rank(), count, dist.get_world_size()))
+    sums: dict[str, float] = {}
+    was_training = model.training
+    model.train()
+    for module in model.modules():
+        if isinstance(module, (_BatchNorm, _DropoutNd)):
+            module.eval()
+    try:
+        for start in range(0, len(mine), batch_size):
+            items = [dataset[i] for i in mine[start:start + batch_size]]
+            losses = model([image.to(device) for image, _ in items], [loss_target(t, device) for _, t in items])
+            for name, value in losses.items():
+                sums[name] = sums.get(name, 0.0) + value.item() * len(items)
+    finally:
+        model.train(was_training)
+    gathered = dist.all_gather_object((sums, len(mine)))
+    if not dist.is_main_process():
+        return None
+    images = sum(n for _, n in gathered)
+    totals = {name: sum(part.get(name, 0.0) for part, _ in gathered) / max(images, 1) for name in sums}
+    return {"val_loss": sum(totals.values()), **{f"val_{name}": value for name, value in totals.items()}}
+
+
+def loss_target(target: dict[str, Any], device: torch.device) -> dict[str, torch.Tensor]:
+    """Boxes, labels (and masks) on the device; crowd regions (and VOC's
+    difficult objects) are not objects to learn, so they are dropped here as
+    detectron2 does. A dataset's region proposals (Fast R-CNN's) come along whole."""
+    keep = None
+    for flag in ("iscrowd", "difficult"):
+        if flag in target:
+            drop = target[flag].bool()
+            keep = ~drop if keep is None else keep & ~drop
+    out = {}
+    for key in ("boxes", "labels", "masks"):
+        if key in target:
+            value = target[key] if keep is None else target[key][keep]
+            out[key] = value.to(device, non_blocking=True)
+    if "proposals" in target:
+        out["proposals"] = target["proposals"].to(device, non_blocking=True)
+    return out
 
 
 def build_evaluator(metric: str, classes: Sequence[str], gt: Optional[Union[str, os.PathLike, dict]] = None,

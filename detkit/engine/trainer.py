@@ -4,6 +4,7 @@ resume, DistributedDataParallel under torchrun.
 Work dir layout:
     last.pth, best.pth, epoch_NNNN.pth   checkpoints (detkit.engine.checkpoint)
     metrics.jsonl                        one JSON record per log line / evaluation
+    events.out.tfevents.*                the same numbers for TensorBoard (log.tensorboard)
     metrics.json                         every number of the last evaluation
     curves.png                           loss and validation metric
     vis/*.jpg                            validation images with predicted boxes
@@ -20,8 +21,16 @@ things make that hold:
     depends on every sample that worker handled before (and would differ after
     a skip, or with another num_workers);
   - the checkpoint holds every rank's main-process generators, the DataLoader
-    generator as the epoch began, the optimizer, the gradient scaler and the
-    metrics log lines not yet written.
+    generator as the epoch began, the optimizer, the gradient scaler, the
+    weights' moving average (solver.ema_decay) and the metrics log lines not
+    yet written.
+
+With solver.ema_decay the checkpoint's "model" is the moving average (what
+evaluation, best.pth, detect() and fine-tuning use) and "train_weights" the
+weights being trained. eval.patience stops the run that many evaluations after
+the last improvement of eval.key. The validation loss is logged at every
+evaluation, its random draws seeded by (seed, epoch) so that it takes nothing
+from the training streams.
 """
 from __future__ import annotations
 
@@ -30,7 +39,7 @@ import os
 import random
 import time
 from dataclasses import dataclass, field, replace
-from typing import Any, Callable, Iterator, Optional
+from typing import Any, Callable, Iterator, Optional, Sequence
 
 import numpy as np
 import torch
@@ -46,8 +55,11 @@ from . import distributed as dist
 from .build import LRSchedule, build_datasets, build_model, build_optimizer
 from .checkpoint import (CheckpointError, check_checkpoint_space, load_checkpoint, load_model_state, rng_state,
                          save_checkpoint, set_rng_state)
-from .evaluate import evaluate, key_metric, summary
-from .outputs import MetricsLog, write_outputs
+from .ema import ModelEMA
+from .evaluate import evaluate, key_metric, loss_target, summary, validation_loss
+from .outputs import MetricsLog, draw_validation, write_outputs
+from .precision import single_pixel_convolutions_at_stride_one, training_precision
+from .tracking import Tracker, build_trackers
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -61,13 +73,16 @@ class TrainState:
     epoch_iteration: int = 0  # steps taken in the epoch under way (0 between epochs)
     best: Optional[float] = None  # best value of config.eval.key so far
     last_metrics: dict = field(default_factory=dict)
+    evals_since_best: int = 0  # evaluations since eval.key last improved
+    stopped: str = ""  # why the run stopped before schedule.epochs (eval.patience); "" if it did not
 
 
 def train(config: Config, work_dir: str, resume: bool = False, device: Optional[str] = None,
-          progress: bool = True) -> TrainState:
+          progress: bool = True, trackers: Sequence[Tracker] = ()) -> TrainState:
     """Trains `config` into `work_dir` (see the module doc); returns the final
     state. With resume, continues from work_dir/last.pth exactly where the
-    uninterrupted run would be."""
+    uninterrupted run would be. trackers (detkit.engine.tracking) receive
+    every logged record on rank 0, beside TensorBoard's when log.tensorboard."""
     device_ = dist.local_device(device)
     dist.init_distributed(device_)
     rank, world = dist.get_rank(), dist.get_world_size()
@@ -87,17 +102,34 @@ def train(config: Config, work_dir: str, resume: bool = False, device: Optional[
     iters_per_epoch = len(loader)
     schedule = LRSchedule(config.schedule, iters_per_epoch)
     state, resumed = TrainState(), {}
-    log = MetricsLog(os.path.join(work_dir, "metrics.jsonl"), enabled=dist.is_main_process())
     if resume:
         state, resumed = _resume(os.path.join(work_dir, "last.pth"), config, model, optimizer, iters_per_epoch)
+    main = dist.is_main_process()
+    log = MetricsLog(os.path.join(work_dir, "metrics.jsonl"), enabled=main, trackers=list(trackers) + (
+        build_trackers(config.log.tensorboard, work_dir, state.iteration + 1 if resume else None) if main else []))
+    if resume:
         log.truncate(state.iteration, state.epoch + 1 if state.epoch_iteration else state.epoch)
-    elif dist.is_main_process():
+    elif main:
         log.reset()
         write_json_atomic(os.path.join(work_dir, "config.json"), config.to_dict())
+    try:
+        _train_epochs(config, work_dir, splits, model, optimizer, schedule, device_, log, progress, state, resumed,
+                      loader, sampler, generator)
+    finally:
+        log.close()
+    return state
+
+
+def _train_epochs(config: Config, work_dir: str, splits, model: nn.Module, optimizer, schedule: LRSchedule,
+                  device_: torch.device, log: MetricsLog, progress: bool, state: TrainState, resumed: dict,
+                  loader: DataLoader, sampler: "ResumableSampler", generator: torch.Generator) -> None:
+    world, rank, iters_per_epoch = dist.get_world_size(), dist.get_rank(), len(loader)
     runner = Runner(config, model, optimizer, schedule, device_, log, progress, work_dir)
     runner.load_state(resumed)
     saver = Checkpointer(work_dir, config, splits.classes, runner, generator)
     for epoch in range(state.epoch, config.schedule.epochs):
+        if _out_of_patience(config, state, log):
+            break
         sampler.set_epoch(epoch, start=state.epoch_iteration * config.data.batch_size)
         if state.epoch_iteration:  # resuming mid-epoch: the generator as this epoch began
             generator.set_state(resumed["loader"])
@@ -107,12 +139,28 @@ def train(config: Config, work_dir: str, resume: bool = False, device: Optional[
         runner.run_epoch(loader, epoch, state, iters_per_epoch, saver.save_mid_epoch)
         state.epoch, state.epoch_iteration = epoch + 1, 0
         if state.epoch % config.eval.period == 0 or state.epoch == config.schedule.epochs:
-            _evaluate_epoch(runner.bare_model, splits, config, device_, state, log)
+            _evaluate_epoch(runner.eval_model, splits, config, device_, state, log)
         saver.save_epoch(state)
+    final_model = runner.eval_model  # on every rank: it gathers rank 0's average
     if dist.is_main_process():
-        write_outputs(work_dir, runner.bare_model, splits, config, device_, log.records())
+        write_outputs(work_dir, final_model, splits, config, device_, log.records())
     dist.barrier()
-    return state
+
+
+def _out_of_patience(config: Config, state: TrainState, log: MetricsLog) -> bool:
+    """Whether eval.patience evaluations have passed without an improvement of
+    eval.key before the schedule's end; the first time, logs why the run stops.
+    Every rank agrees: the count travels from rank 0 after each evaluation."""
+    patience = config.eval.patience
+    if not patience or state.evals_since_best < patience or state.epoch >= config.schedule.epochs:
+        return False
+    if not state.stopped:
+        state.stopped = (f"early stop after epoch {state.epoch}: {config.eval.key} has not improved on "
+                         f"{state.best:.4f} for {state.evals_since_best} evaluations (eval.patience={patience})")
+        log.write({"type": "stop", "epoch": state.epoch, "iteration": state.iteration, "reason": state.stopped})
+        if log.enabled:
+            tqdm.write(state.stopped)
+    return True
 
 
 def _rank0_first(build: Callable, *args: Any):
@@ -211,8 +259,8 @@ def _train_loader(dataset, config: Config, rank: int, world: int):
 
 
 class Runner:
-    """One epoch of optimizer steps, with AMP on CUDA, gradient clipping and
-    the NaN guard."""
+    """One epoch of optimizer steps, with autocast (solver.amp), gradient
+    clipping, the NaN guard and the weights' moving average (solver.ema_decay)."""
 
     def __init__(self, config: Config, model: nn.Module, optimizer, schedule: LRSchedule,
                  device: torch.device, log: "MetricsLog", progress: bool, work_dir: str):
@@ -220,17 +268,36 @@ class Runner:
         self.bare_model = model
         if device.type == "cpu" and hasattr(model, "convert_weights_layout"):
             model.convert_weights_layout()  # before DDP builds its gradient buckets
+        self.ema = ModelEMA(model, config.solver.ema_decay, config.solver.ema_tau) if config.solver.ema_decay else None
         self.model = (nn.parallel.DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
                       if dist.is_initialized() else model)
-        self.amp = config.solver.amp and device.type == "cuda"
-        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
+        self.precision = training_precision(config.solver.amp, device)
+        if self.precision.dtype == torch.bfloat16 and device.type == "cpu":
+            single_pixel_convolutions_at_stride_one(model)  # a CPU bfloat16 kernel's NaN (see precision.py)
+        if config.solver.amp and dist.is_main_process():
+            tqdm.write(self.precision.reason)
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.precision.scaled and device.type == "cuda")
         self.log, self.progress, self.work_dir = log, progress and dist.is_main_process(), work_dir
         self.window: list[dict[str, float]] = []  # step losses not yet averaged into a log line
 
+    @property
+    def eval_model(self) -> nn.Module:
+        """What evaluation and the outputs use: the moving average when kept,
+        rank 0's on every rank. (Each rank's average differs in the BatchNorm
+        statistics, which DDP leaves per rank; rank 0's is the one checkpointed
+        and resumed, so it is the one that is exact.)"""
+        if self.ema is None:
+            return self.bare_model
+        dist.broadcast_module(self.ema.module)
+        return self.ema.module
+
     def load_state(self, resumed: dict[str, Any]) -> None:
-        """The gradient scaler and the pending log window of a resumed run."""
+        """The gradient scaler, the moving average and the pending log window of
+        a resumed run (a run that turns EMA on when resumed starts its average there)."""
         if resumed.get("scaler") and self.scaler.is_enabled():  # {} when saved without AMP
             self.scaler.load_state_dict(resumed["scaler"])
+        if self.ema is not None and "ema" in resumed:
+            self.ema.load(*resumed["ema"])
         self.window = list(resumed.get("window") or [])
 
     def run_epoch(self, loader: DataLoader, epoch: int, state: TrainState, iters_per_epoch: int,
@@ -257,9 +324,9 @@ class Runner:
 
     def step(self, images, targets, state: TrainState) -> dict[str, float]:
         images = [image.to(self.device, non_blocking=True) for image in images]
-        targets = [_training_target(t, self.device) for t in targets]
+        targets = [loss_target(t, self.device) for t in targets]
         lr = self.schedule.apply(self.optimizer, self.config.solver.lr, state.iteration)
-        with torch.autocast(self.device.type, enabled=self.amp):
+        with torch.autocast(self.device.type, dtype=self.precision.dtype, enabled=self.precision.enabled):
             losses = self.model(images, targets)
         loss = sum(losses.values())
         if not dist.all_ranks_finite(loss):
@@ -275,6 +342,8 @@ class Runner:
             nn.utils.clip_grad_norm_(self.bare_model.parameters(), self.config.solver.clip_grad_norm)
         self.scaler.step(self.optimizer)
         self.scaler.update()
+        if self.ema is not None:
+            self.ema.update(self.bare_model)
         state.iteration += 1
         return {"loss": loss.item(), **{k: v.item() for k, v in losses.items()}, "lr": lr}
 
@@ -287,35 +356,31 @@ class Runner:
         return record
 
 
-def _training_target(target: dict[str, Any], device: torch.device) -> dict[str, torch.Tensor]:
-    """Boxes, labels (and masks) on the device; crowd regions are not objects
-    to learn, so they are dropped here as detectron2 does. A dataset's region
-    proposals (Fast R-CNN's) come along whole."""
-    keep = ~target["iscrowd"] if "iscrowd" in target else None
-    out = {}
-    for key in ("boxes", "labels", "masks"):
-        if key in target:
-            value = target[key] if keep is None else target[key][keep]
-            out[key] = value.to(device, non_blocking=True)
-    if "proposals" in target:
-        out["proposals"] = target["proposals"].to(device, non_blocking=True)
-    return out
-
-
 def _evaluate_epoch(model: nn.Module, splits, config: Config, device: torch.device, state: TrainState,
                     log: "MetricsLog") -> None:
     metrics = evaluate(model, splits.val, config.eval.metric, splits.classes, device, gt=splits.val_ann,
                        iou_type=config.eval.iou_type, num_images=config.eval.num_images,
                        batch_size=config.data.batch_size, analyze=config.eval.analyze)
-    if metrics is None:  # not rank 0
-        return
+    losses: Optional[dict[str, float]] = {}
+    if config.eval.val_loss:
+        with _seeded_generators(config.seed, state.epoch, -1):  # RoI sampling's draws; the training streams stay put
+            losses = validation_loss(model, splits.val, device, config.eval.num_images, config.data.batch_size)
+    if metrics is not None:  # rank 0
+        _record_evaluation(model, metrics, losses, splits, config, device, state, log)
+    # Every rank learns how long eval.key has not improved, to stop together (eval.patience).
+    state.evals_since_best = dist.all_gather_object(state.evals_since_best)[0]
+
+
+def _record_evaluation(model: nn.Module, metrics, losses: dict[str, float], splits, config: Config,
+                       device: torch.device, state: TrainState, log: "MetricsLog") -> None:
     value = key_metric(metrics, config.eval.key)
     state.last_metrics = summary(metrics)
     improved = state.best is None or value > state.best
     state.best = value if improved else state.best
+    state.evals_since_best = 0 if improved else state.evals_since_best + 1
     state.last_metrics["improved"] = improved
     record = {"type": "eval", "epoch": state.epoch, "iteration": state.iteration, "images": metrics.images,
-              **summary(metrics)}
+              **summary(metrics), **losses}
     analysis = getattr(metrics, "analysis", None)
     if config.eval.analyze:  # ΔAP per error type, epoch by epoch; None while nothing is detected
         record["errors"] = analysis.summary() if analysis is not None else None
@@ -323,8 +388,12 @@ def _evaluate_epoch(model: nn.Module, splits, config: Config, device: torch.devi
     save_metrics(os.path.join(log.folder, "metrics.json"), metrics)
     if analysis is not None and log.enabled and state.epoch == config.schedule.epochs:
         write_report(analysis, log.folder)  # the last evaluation's report.html and analysis.json
+    if log.trackers:
+        drawn = [image for _, image in draw_validation(model, splits, config, device)]
+        log.write_evaluation(state.iteration, drawn, metrics.curves)
     if log.enabled:
-        tqdm.write(f"epoch {state.epoch}: {config.eval.key} {value:.4f} (best {state.best:.4f})")
+        loss = f", validation loss {losses['val_loss']:.4f}" if losses else ""
+        tqdm.write(f"epoch {state.epoch}: {config.eval.key} {value:.4f} (best {state.best:.4f}){loss}")
 
 
 class Checkpointer:
@@ -363,10 +432,14 @@ class Checkpointer:
     def _gather(self, state: TrainState) -> dict[str, Any]:
         mine = {"rng": {**rng_state(), "loader": self.loader_state}, "window": list(self.runner.window)}
         ranks = dist.all_gather_object(mine)  # each rank resumes its own streams
-        return {"model": self.runner.bare_model.state_dict(), "optimizer": self.runner.optimizer.state_dict(),
+        weights = {"model": self.runner.bare_model.state_dict()}
+        if self.runner.ema is not None:  # "model": what readers use; the trained weights beside it
+            weights = {**self.runner.ema.state(), "train_weights": weights["model"]}
+        return {**weights, "optimizer": self.runner.optimizer.state_dict(),
                 "scaler": self.runner.scaler.state_dict(), "config": self.config.to_dict(), "classes": self.classes,
                 "epoch": state.epoch, "iteration": state.iteration, "epoch_iteration": state.epoch_iteration,
-                "best": state.best, "metrics": {k: v for k, v in state.last_metrics.items() if k != "improved"},
+                "best": state.best, "evals_since_best": state.evals_since_best,
+                "metrics": {k: v for k, v in state.last_metrics.items() if k != "improved"},
                 "rng": [r["rng"] for r in ranks], "log_window": [r["window"] for r in ranks]}
 
 
@@ -388,14 +461,15 @@ def _resume(path: str, config: Config, model: nn.Module, optimizer,
     if saved.model.name != config.model.name or saved.model.options != config.model.options:
         raise CheckpointError(f"{path}: the checkpoint is of model {saved.model.name} {saved.model.options}, "
                               f"the config asks for {config.model.name} {config.model.options}")
-    load_model_state(model, checkpoint["model"], path)
+    load_model_state(model, checkpoint.get("train_weights", checkpoint["model"]), path)
     try:
         optimizer.load_state_dict(checkpoint["optimizer"])
     except (KeyError, ValueError) as exc:
         raise CheckpointError(f"{path}: the optimizer state does not fit ({exc})") from None
     state = TrainState(epoch=int(checkpoint["epoch"]), iteration=int(checkpoint["iteration"]),
                        epoch_iteration=int(checkpoint.get("epoch_iteration", 0)), best=checkpoint.get("best"),
-                       last_metrics=dict(checkpoint.get("metrics") or {}))
+                       last_metrics=dict(checkpoint.get("metrics") or {}),
+                       evals_since_best=int(checkpoint.get("evals_since_best", 0)))
     states, rank = checkpoint["rng"], dist.get_rank()
     if state.epoch_iteration:
         _check_mid_epoch_fits(path, saved, config, len(states), state, iters_per_epoch)
@@ -403,6 +477,8 @@ def _resume(path: str, config: Config, model: nn.Module, optimizer,
     if len(states) != dist.get_world_size():  # another world size: derive a distinct stream per rank
         torch.manual_seed(int(torch.randint(0, 2**62, (1,)).item()) + rank)
     resumed = {"scaler": checkpoint.get("scaler") or {}}
+    if "ema_updates" in checkpoint:
+        resumed["ema"] = (checkpoint["model"], int(checkpoint["ema_updates"]))
     if state.epoch_iteration:
         resumed.update(loader=states[rank]["loader"], window=checkpoint["log_window"][rank])
     return state, resumed

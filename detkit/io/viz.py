@@ -68,17 +68,24 @@ def write_image(path: Union[str, os.PathLike], image_rgb: np.ndarray) -> None:
 
 def plot_training_curves(records: Sequence[Mapping], path: Union[str, os.PathLike],
                          metric: Optional[str] = None) -> None:
-    """Loss against iteration and, where records carry it, `metric` against
-    epoch, side by side in one PNG. records: the metrics log's dicts, with
-    "iteration" and "loss" (train lines) or "epoch" and metric (eval lines)."""
+    """Loss against iteration (training, and validation where eval lines carry
+    "val_loss") and, where records carry it, `metric` against epoch, side by
+    side in one PNG. records: the metrics log's dicts, with "iteration" and
+    "loss" (train lines) or "epoch" and metric (eval lines)."""
     train = [r for r in records if r.get("type") == "train"]
     evals = [r for r in records if r.get("type") == "eval" and metric in r]
     fig = agg_figure(figsize=(10, 3.6))
     axes = fig.subplots(1, 2)
     marker = "." if len(train) < 50 else None
-    axes[0].plot([r["iteration"] for r in train], [r["loss"] for r in train], lw=1, marker=marker)
-    axes[0].set(xlabel="iteration", ylabel="loss", title="training loss")
-    axes[0].set_yscale("log" if train and min(r["loss"] for r in train) > 0 else "linear")
+    validation = [r for r in records if r.get("type") == "eval" and "val_loss" in r]
+    axes[0].plot([r["iteration"] for r in train], [r["loss"] for r in train], lw=1, marker=marker, label="training")
+    if validation:
+        axes[0].plot([r["iteration"] for r in validation], [r["val_loss"] for r in validation], marker="o",
+                     label="validation")
+        axes[0].legend(fontsize=8)
+    losses = [r["loss"] for r in train] + [r["val_loss"] for r in validation]
+    axes[0].set(xlabel="iteration", ylabel="loss", title="loss")
+    axes[0].set_yscale("log" if losses and min(losses) > 0 else "linear")
     axes[1].plot([r["epoch"] for r in evals], [r[metric] for r in evals], marker="o")
     axes[1].set(xlabel="epoch", ylabel=metric or "metric", title=f"validation {metric or ''}", ylim=(0, 1))
     for ax in axes:

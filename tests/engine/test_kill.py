@@ -2,7 +2,9 @@
 between steps and inside checkpoint writes, one process and one of two
 spawned ranks. Each time --resume continues from the last complete
 checkpoint, no temporary file survives the next start, and the final weights
-equal an uninterrupted run's bit for bit."""
+equal an uninterrupted run's bit for bit. Both runs keep a moving average of
+the weights and train under bfloat16 autocast where the CPU has it (EMA_BF16):
+the average and the bfloat16 steps resume exactly too."""
 import os
 import random
 import signal
@@ -15,6 +17,7 @@ import torch
 from detkit.config import apply_overrides
 from detkit.engine import load_checkpoint
 
+from tests.conftest import EMA_BF16
 from tests.engine.test_trainer import assert_same_run
 from tests.helpers import REPO
 
@@ -86,12 +89,13 @@ def checkpoint_id(path):
     return os.stat(path).st_ino if os.path.exists(path) else None
 
 
-def test_sigkill_between_steps_and_inside_checkpoint_writes(trained, tmp_path):
+def test_sigkill_between_steps_and_inside_checkpoint_writes(trained_ema_bf16, tmp_path):
     """One process, a checkpoint after every step: killed once at a random
     moment after its first checkpoint, then twice inside a checkpoint write
     (a partial temporary file is there at the kill), then resumed to the
-    end: the same weights, optimizer, generators and log as `trained`."""
-    config, reference = trained
+    end: the same weights, moving average, optimizer, generators and log as
+    `trained_ema_bf16`."""
+    config, reference = trained_ema_bf16
     rng = random.Random(15)
     work_dir = str(tmp_path / "run")
     last = os.path.join(work_dir, "last.pth")
@@ -156,7 +160,7 @@ def test_sigkill_of_one_of_two_ranks_ends_the_run_and_resumes(trained, tmp_path)
     rng = random.Random(16)
     config, _ = trained  # its Shapes set is on disk; 2 ranks x 2 images: 3 steps in the one epoch
     two_ranks = apply_overrides(config, ["processes=2", "data.batch_size=2", "data.num_workers=0",
-                                         "schedule.epochs=1", "checkpoint.period_iters=1"])
+                                         "schedule.epochs=1", "checkpoint.period_iters=1", *EMA_BF16])
     config_file = write_config(tmp_path / "two_ranks.py", two_ranks)
     args = lambda work_dir: [config_file, "--work-dir", work_dir, "--no-progress"]  # noqa: E731
     reference = Run(args(str(tmp_path / "reference")), tmp_path)

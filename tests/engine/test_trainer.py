@@ -49,10 +49,12 @@ RUN_STATE = ("model", "optimizer", "scaler", "epoch", "iteration", "epoch_iterat
 
 def assert_same_run(work_dir, reference):
     """The two work dirs' last.pth and metrics.jsonl are the same bit for bit
-    (the logged speed aside)."""
+    (the logged speed aside); with EMA, the trained weights and the average's
+    update count too."""
     ours = load_checkpoint(os.path.join(work_dir, "last.pth"))
     theirs = load_checkpoint(os.path.join(reference, "last.pth"))
-    for key in RUN_STATE:
+    assert ours.keys() == theirs.keys()
+    for key in RUN_STATE + tuple(k for k in ("train_weights", "ema_updates", "evals_since_best") if k in theirs):
         assert_same_tensors(ours[key], theirs[key], key)
     drop_speed = lambda lines: [{k: v for k, v in r.items() if k != "images_per_s"} for r in lines]  # noqa: E731
     assert drop_speed(records(work_dir)) == drop_speed(records(reference))
@@ -111,7 +113,7 @@ def at_training_step(monkeypatch, step, action):
 
         def counting_forward(images, targets=None):
             out = forward(images, targets)
-            if model.training:
+            if model.training and torch.is_grad_enabled():  # a training step, not the validation loss
                 calls["n"] += 1
                 if calls["n"] == step:
                     action(out)

@@ -6,19 +6,18 @@ the same 480x640 input, in one process.
 For each model: per-image inference (eval mode, no grad) and one training
 step (forward, loss, backward, SGD step), median of alternating runs.
 
-SSD is timed with channels_last=True, which runs the convolutions in
-oneDNN's faster layout and changes results by rounding only; the R-CNNs run
-in the default NCHW layout, where detkit's detections are bit-identical to
-torchvision's. The check before timing: the same labels, scores within 1e-4,
-boxes within 1e-2 px (channels-last rounding, scaled by box sizes), masks
-within 1e-4, losses within 1e-3 relative (FC-layer GEMM rounding on random
-weights). It exits 1 otherwise. Random weights saturate some objectness
-scores to exactly equal values, and detkit's NMS orders such ties otherwise
-than torchvision's: the same training proposals in another order, so the
-sampler draws other boxes. With the default model list the seed gives no
-such tie in the sampled boxes; `--models fasterrcnn_resnet50_fpn` alone
-(another draw of weights) does, and reports a loss_classifier difference;
-the inference detections, sorted by class score, are unaffected.
+Each peer runs in its best configuration on this CPU: SSD channels-last on
+both sides (detkit's channels_last=True; torchvision's model and input
+converted with `.to(memory_format=torch.channels_last)`, the one call a
+torchvision user makes), the R-CNNs in NCHW on both sides (channels-last
+makes ResNet-50-FPN slower here). The check before timing: the R-CNNs'
+detections must be bit-identical (torch.equal boxes, scores, labels, masks);
+SSD's the same labels, scores within 1e-4 and boxes within 1e-2 px (the two
+channels-last graphs may round differently; the "bit-identical" column says
+whether they did); losses within 1e-3 relative (FC-layer GEMM rounding on
+random weights). It exits 1 otherwise. Every model is built right after
+torch.manual_seed(0), so a model's weights, and its result, are the same
+whether it runs alone (`--models NAME`) or in the list.
 
 Roofline columns: the FLOPs of one inference per image (torch's
 FlopCounterMode on one eval forward of detkit's model: convolutions and
@@ -52,14 +51,30 @@ def _torchvision_rcnn(kind):
     return (MaskRCNN if kind == "mask" else FasterRCNN)(_resnet_fpn_extractor(body, 5), num_classes=91)
 
 
-# name -> (torchvision builder, detkit build options). SSD runs channels-last (faster here);
-# the R-CNNs run NCHW: channels-last makes ResNet-50-FPN slower on this CPU.
+# name -> (torchvision builder, detkit build options, both run channels-last, detections must be bit-identical).
+# SSD runs channels-last on both sides (faster here); the R-CNNs NCHW (channels-last is slower for R50-FPN).
 MODELS = {
     "ssd300_vgg16": (lambda: torchvision.models.detection.ssd300_vgg16(weights=None, weights_backbone=None),
-                     {"channels_last": True}),
-    "fasterrcnn_resnet50_fpn": (lambda: _torchvision_rcnn("box"), {}),
-    "maskrcnn_resnet50_fpn": (lambda: _torchvision_rcnn("mask"), {}),
+                     {"channels_last": True}, True, False),
+    "fasterrcnn_resnet50_fpn": (lambda: _torchvision_rcnn("box"), {}, False, True),
+    "maskrcnn_resnet50_fpn": (lambda: _torchvision_rcnn("mask"), {}, False, True),
 }
+
+
+class ChannelsLast(torch.nn.Module):
+    """torchvision's detector with its weights and its input images in channels-last."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model.to(memory_format=torch.channels_last)
+
+    def forward(self, images, targets=None):
+        images = [image.unsqueeze(0).to(memory_format=torch.channels_last).squeeze(0) for image in images]
+        return self.model(images, targets)
+
+
+def bit_identical(ours, theirs) -> bool:
+    return all(a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in b) for a, b in zip(ours, theirs))
 
 
 def same_detections(ours, theirs) -> bool:
@@ -126,18 +141,22 @@ def main() -> int:
     peak = machine.gemm_gflops()
     print(f"detkit vs torchvision {torchvision.__version__}, CPU, {args.threads} threads, one 480x640 image; "
           f"fp32 GEMM peak ({machine.GEMM_SIZE}x{machine.GEMM_SIZE} torch.mm) {peak:.1f} GFLOP/s\n")
-    print("| model | inference detkit ms | torchvision ms | ratio | GFLOP/img | detkit GFLOP/s | of GEMM peak "
-          "| train step detkit ms | torchvision ms | ratio | outputs |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
+    print("| model | layout | inference detkit ms | torchvision ms | ratio | GFLOP/img | detkit GFLOP/s | of GEMM peak "
+          "| train step detkit ms | torchvision ms | ratio | outputs | bit-identical |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|")
     ok = True
     for name in args.models:
-        torchvision_builder, options = MODELS[name]
+        torchvision_builder, options, channels_last, exact = MODELS[name]
+        torch.manual_seed(0)  # the same weights alone or in the list
         theirs = torchvision_builder()
         ours = models.build(name, **options)
         ours.load_state_dict(theirs.state_dict())
+        theirs = ChannelsLast(theirs) if channels_last else theirs
         ours.eval(), theirs.eval()
         with torch.no_grad():
-            same = same_detections(ours(images), theirs(images))
+            ours_out, theirs_out = ours(images), theirs(images)
+        identical = bit_identical(ours_out, theirs_out)
+        same = identical if exact else same_detections(ours_out, theirs_out)
         flops = inference_flops(ours, images)
         with torch.no_grad():
             infer = alternate(lambda: ours(images), lambda: theirs(images), args.repeats)
@@ -149,10 +168,11 @@ def main() -> int:
         train = alternate(train_step(ours, images, targets), train_step(theirs, images, targets), args.repeats)
         ok &= same
         achieved = flops / infer[0] / 1e9
-        print(f"| {name} | {infer[0] * 1e3:.0f} | {infer[1] * 1e3:.0f} | {infer[0] / infer[1]:.2f}x "
+        print(f"| {name} | {'channels-last' if channels_last else 'NCHW'} | {infer[0] * 1e3:.0f} | "
+              f"{infer[1] * 1e3:.0f} | {infer[0] / infer[1]:.2f}x "
               f"| {flops / 1e9:.1f} | {achieved:.1f} | {achieved / peak:.0%} "
               f"| {train[0] * 1e3:.0f} | {train[1] * 1e3:.0f} | {train[0] / train[1]:.2f}x "
-              f"| {'equal' if same else 'DIFFER'} |")
+              f"| {'equal' if same else 'DIFFER'} | {'yes' if identical else 'no'} |")
     print("\nratio = detkit time / torchvision time (lower is faster); GFLOP/img: convolutions and matrix "
           "products of one inference; detkit GFLOP/s = GFLOP/img / detkit's median inference time")
     return 0 if ok else 1

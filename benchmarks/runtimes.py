@@ -5,7 +5,7 @@ weights, one image at a time, in one process.
     python benchmarks/runtimes.py [--threads 2] [--repeats 7] [--calibration 8]
     python benchmarks/runtimes.py --smoke --repeats 1   # small models, no torchvision: checks the script runs
 
-Models: ssd300_vgg16 (channels_last=True, as benchmarks/models.py times it)
+Models: ssd300_vgg16 (channels-last on both sides, as benchmarks/models.py times it)
 and fasterrcnn_resnet50_fpn (NCHW), at their default input sizes (SSD
 resizes to 300x300, Faster R-CNN to 800 on the short side), on one 480x640
 image. "int8" is calibrated on --calibration other random images of the same
@@ -51,7 +51,7 @@ from detkit.runtimes import machine
 from detkit.runtimes.parts import dense_parts
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from benchmarks.models import _torchvision_rcnn, inference_flops, same_detections  # noqa: E402  models.py's peer, check, FLOPs
+from benchmarks.models import ChannelsLast, _torchvision_rcnn, inference_flops, same_detections  # noqa: E402  models.py's peer, check, FLOPs
 
 RUNTIMES = runtimes.RUNTIMES
 # runtime -> the largest dense error it may have against detkit eager (None: shown, not checked). float32
@@ -153,6 +153,8 @@ def build(name: str, torchvision_builder, options: dict):
     if torchvision_builder is not None:
         theirs = torchvision_builder().eval()
         ours.load_state_dict(theirs.state_dict())
+        if options.get("channels_last"):  # the peer in the same, faster layout: one call for its user
+            theirs = ChannelsLast(theirs).eval()
     return ours.eval(), theirs
 
 

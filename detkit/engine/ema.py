@@ -1,12 +1,13 @@
 """An exponential moving average of the weights (solver.ema_decay), kept
 beside the trained model: what evaluation, best.pth and detect() use.
 
-After update n the average holds, for every float parameter and buffer
-(BatchNorm statistics included, as Ultralytics' ModelEMA does),
+The first update copies the weights; the k-th after it takes, for every
+float parameter and buffer (BatchNorm statistics included, as Ultralytics'
+ModelEMA does),
 
-    ema <- d_n * ema + (1 - d_n) * weights,   d_n = decay * (1 - exp(-n / tau)),
+    ema <- d_k * ema + (1 - d_k) * weights,   d_k = decay * (1 - exp(-k / tau)),
 
-so the first updates follow the weights closely (d_n near 0) and the average
+so the early updates follow the weights closely (d_k near 0) and the average
 lengthens as training settles. The averaging itself is torch's AveragedModel;
 integer buffers (BatchNorm's batch counter) are copied.
 """

@@ -88,8 +88,9 @@ def _train(config, work_dir: str, args: argparse.Namespace) -> int:
         dist.cleanup()
     if main_rank and state.last_metrics:
         key = config.eval.key
+        stopped = f" of {config.schedule.epochs}, stopped early (eval.patience)" if state.stopped else ""
         print(f"{config.name}: {key} {state.last_metrics.get(key, float('nan')):.4f} on the validation split "
-              f"after {state.epoch} epochs (best {state.best:.4f}); outputs in {work_dir}")
+              f"after {state.epoch} epochs{stopped} (best {state.best:.4f}); outputs in {work_dir}")
     return 0
 
 

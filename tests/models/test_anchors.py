@@ -113,3 +113,21 @@ def test_boxes_are_scaled_as_the_model_resizes_the_image(thin):
     assert fit_anchors(scaled(2, 2), "fasterrcnn_resnet18_fpn_small", **RCNN).default_bpr == rcnn.default_bpr
     ssd = fit_anchors(thin, "ssd300_resnet18", **SSD)
     assert fit_anchors(scaled(3, 1), "ssd300_resnet18", **SSD).default_bpr == pytest.approx(ssd.default_bpr)
+
+
+def test_the_fit_is_a_local_optimum_of_recall(thin):
+    """Coordinate ascent stops where no ±5% nudge (its finest) of one fitted
+    size or ratio raises the best possible recall, as torchvision's anchors
+    count it; it lifts the R-CNN fit past the first candidates' best (here
+    0.60 -> 0.68; on 1,000 thin images 0.65 -> 0.95)."""
+    fit = fit_anchors(thin, "fasterrcnn_resnet18_fpn_small", **RCNN)
+    sizes, ratios = fit.fitted["anchor_sizes"], fit.fitted["anchor_ratios"]
+    nudged = []
+    for f in (0.95, 1.05):
+        nudged += [(sizes[:i] + [max(2, round(s * f))] + sizes[i + 1:], ratios) for i, s in enumerate(sizes)]
+        nudged += [(sizes, ratios[:i] + [r * f] + ratios[i + 1:]) for i, r in enumerate(ratios)]
+    for candidate_sizes, candidate_ratios in nudged:
+        if candidate_sizes == sorted(set(candidate_sizes)):
+            assert _reference_recall(thin, candidate_sizes, candidate_ratios, 0.7) <= fit.fitted_bpr + 1e-9
+    first_stage = max(recall for options, recall in fit.candidates[:46])
+    assert fit.fitted_bpr >= first_stage + 0.05

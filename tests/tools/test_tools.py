@@ -437,3 +437,27 @@ def test_infer_names_a_broken_image_and_an_unknown_runtime_in_one_line(checkpoin
 
     assert result.returncode == 1
     assert result.stderr.strip() == f"error: unknown runtime 'turbo'; available: {', '.join(RUNTIMES)}"
+
+
+def test_train_tool_runs_the_training_options_and_says_what_they_did(trained, tmp_path):
+    """tools/train.py with EMA, solver.amp=auto, TensorBoard and a patience
+    that a learning rate too small to learn runs out: the precision line,
+    the early stop in the log and the last line, the average in the
+    checkpoint, the event files in the work dir."""
+    from detkit.engine.precision import training_precision
+
+    config, _ = trained
+    config_file = tmp_path / "tiny.py"
+    config_file.write_text(f"from detkit.config import Config\nconfig = Config.from_dict({config.to_dict()!r})\n")
+    work_dir = tmp_path / "run"
+    result = run_tool("train.py", str(config_file), "--work-dir", str(work_dir), "--no-progress", "--set",
+                      "schedule.epochs=4", "solver.lr=1e-12", "eval.patience=1", "solver.ema_decay=0.9",
+                      "solver.amp=auto", "log.tensorboard=True")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert training_precision("auto", torch.device("cpu")).reason in result.stdout
+    assert "early stop after epoch 2: AP50 has not improved on 0.0000 for 1 evaluations (eval.patience=1)" \
+        in result.stdout
+    assert "after 2 epochs of 4, stopped early (eval.patience)" in result.stdout
+    last = load_checkpoint(str(work_dir / "last.pth"))
+    assert last["epoch"] == 2 and last["ema_updates"] == last["iteration"] and "train_weights" in last
+    assert any(name.startswith("events.out.tfevents.") for name in os.listdir(work_dir))

@@ -14,7 +14,9 @@ Fitting: k-means on 1 - IoU of the boxes' shapes (centred (w, h) pairs, as
 YOLO's autoanchor and mmdetection's anchor optimiser do), then one anchor
 layout per model family: R-CNN takes one size per FPN map and aspect ratios
 shared by all maps (the k-means centres' sizes and ratios), SSD its
-default-box scales (one per map plus one). The candidates are the sizes
+default-box scales (one per map plus one) and, where the boxes are thinner
+than its 3:1 default boxes reach, aspect ratios from the boxes' own (two
+clusters of their log aspect, shared by all maps). The candidates are the sizes
 scaled by a few factors; the one of highest BPR is then refined by
 coordinate ascent, one value at a time (each size, scale and ratio nudged by
 ±10%, then ±5%, a nudge kept when it raises BPR). The defaults stay when
@@ -66,7 +68,10 @@ class AnchorFit:
 
 
 def _literal(value) -> str:
-    return "[" + ",".join(f"{v:g}" if isinstance(v, float) else str(v) for v in value) + "]"
+    """A list as --set takes it: no spaces, nested lists too."""
+    if isinstance(value, (list, tuple)):
+        return "[" + ",".join(_literal(v) for v in value) + "]"
+    return f"{value:g}" if isinstance(value, float) else str(value)
 
 
 def _options_text(options: dict[str, Any]) -> str:
@@ -283,19 +288,25 @@ class _SSDAnchors:
         from .. import ops
 
         current = model.anchor_generator
-        return ops.DefaultBoxGenerator(current.aspect_ratios, scales=anchors["scales"], steps=current.steps,
-                                       clip=current.clip)
+        ratios = anchors.get("aspect_ratios", current.aspect_ratios)
+        return ops.DefaultBoxGenerator(ratios, scales=anchors["scales"], steps=current.steps, clip=current.clip)
 
     def candidates(self, model: SSD, shapes: np.ndarray, rng) -> list[dict[str, Any]]:
         levels = len(model.anchor_generator.aspect_ratios)
         side = float(max(model.transform.min_size[0], model.transform.max_size))
         relative = np.sqrt(shapes.prod(1)) / side
         centres = np.sort(np.exp(_kmeans_1d(np.log(relative), levels, rng)))
+        # ratios: the default's, or 2 with the boxes' aspect clusters (max(w/h, h/w), clustered in log space)
+        aspect = np.maximum(shapes[:, 0] / shapes[:, 1], shapes[:, 1] / shapes[:, 0])
+        clusters = _rounded(np.exp(_kmeans_1d(np.log(aspect), 2, rng)).tolist())
+        ratio_sets = [None] + ([[[2.0, clusters[0]]] * levels, [[2.0, *clusters]] * levels]
+                               if clusters[-1] > 3.5 else [])  # thinner than the default 3:1 boxes
         found = []
         for factor in _REFINE_SCALES:
             scales = [round(float(s) * factor, 4) for s in centres]
             scales.append(round(min(1.05, scales[-1] * 1.25), 4))  # the last map's extra box
-            found.append({"scales": scales})
+            for ratios in ratio_sets:
+                found.append({"scales": scales} if ratios is None else {"scales": scales, "aspect_ratios": ratios})
         return found
 
     @staticmethod
@@ -306,7 +317,7 @@ class _SSDAnchors:
         for i, f in ((i, f) for i in range(len(scales)) for f in nudges):
             moved = scales[:i] + [round(min(1.05, scales[i] * f), 4)] + scales[i + 1:]
             if all(a < b for a, b in zip(moved, moved[1:])):
-                found.append({"scales": moved})
+                found.append({**anchors, "scales": moved})
         return found
 
 

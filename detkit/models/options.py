@@ -19,6 +19,9 @@ class SSDOptions:
     iou_thresh: float = 0.5
     positive_fraction: float = 0.25
     channels_last: bool = False
+    # Default-box aspect ratios per map (each r adds an r:1 and a 1:r box); None keeps the model's own
+    # (SSD300's [[2], [2, 3], [2, 3], [2, 3], [2], [2]]). detkit.models.fit_anchors fits them to thin boxes.
+    aspect_ratios: Optional[tuple] = None
 
 
 @dataclass(frozen=True)

@@ -63,6 +63,9 @@ def test_the_printed_overrides_train_the_fitted_anchors(thin):
     assert list(config.model.options["scales"]) == pytest.approx(fit.fitted["scales"])
     model = build(config.model.name, num_classes=3, **config.model.options)
     assert model.anchor_generator.scales == pytest.approx(fit.fitted["scales"])
+    assert "aspect_ratios" in fit.fitted  # thin boxes: the fitted ratios reach past 3:1
+    assert [list(r) for r in model.anchor_generator.aspect_ratios] == fit.fitted["aspect_ratios"]
+    assert max(max(r) for r in fit.fitted["aspect_ratios"]) > 4
     assert fit.text().splitlines()[-1] == f"train with: --set {fit.set_line()}"
 
 

@@ -86,3 +86,15 @@ def test_patience_counts_from_the_last_improvement(trained, tmp_path):
         assert state.epoch == 2 and not state.stopped and not records(str(tmp_path), "stop")
     else:  # the tiny run did not improve: then patience must have stopped it? It ends at epoch 2 either way
         assert state.epoch == 2
+
+
+def test_the_validation_loss_leaves_the_training_streams_alone(trained, tmp_path):
+    """The same run without the validation loss ends with the same weights,
+    optimizer and generators: the loss's random draws (the transform's size
+    draw, R-CNN's RoI sampling) come from streams of their own."""
+    config, reference = trained
+    train(apply_overrides(config, ["eval.val_loss=False"]), str(tmp_path), progress=False)
+    ours, theirs = (load_checkpoint(os.path.join(folder, "last.pth")) for folder in (str(tmp_path), reference))
+    for key in ("model", "optimizer", "rng"):
+        assert_same_tensors(ours[key], theirs[key], key)
+    assert "val_loss" not in records(str(tmp_path), "eval")[-1]

@@ -4,7 +4,6 @@ fasterrcnn_mobilenet_v3_large_fpn and fasterrcnn_mobilenet_v3_large_320_fpn
 people deploy. `width` scales every channel count for small models."""
 from __future__ import annotations
 
-import dataclasses
 from typing import Optional
 
 from .. import ops
@@ -17,6 +16,7 @@ from ..modeling.ssdlite import SSDLiteFeatureExtractor, SSDLiteHead, normal_init
 from .heads import anchor_ratios, roi_heads, rpn
 from .options import RCNNOptions, SSDOptions
 from .registry import PathLike, register
+from .ssd import default_boxes
 from .weights import load_backbone_weights
 
 # torchvision's SSDlite post-processing (more, lower-scoring candidates than SSD300's).
@@ -46,10 +46,10 @@ def ssdlite320_mobilenet_v3_large(num_classes: int = 91, *, width: float = 1.0, 
         normal_init(body)
     load_backbone_weights(body, backbone_weights)
     backbone = SSDLiteFeatureExtractor(body, width=width)
-    anchors = ops.DefaultBoxGenerator([[2, 3] for _ in range(6)], min_ratio=0.2, max_ratio=0.95)
+    anchors, settings = default_boxes(detector, [[2, 3] for _ in range(6)], min_ratio=0.2, max_ratio=0.95)
     head = SSDLiteHead(backbone.out_channels, anchors.num_anchors_per_location(), num_classes)
     return SSD(backbone, anchors, (size, size), num_classes, image_mean=(0.5, 0.5, 0.5), image_std=(0.5, 0.5, 0.5),
-               head=head, **dataclasses.asdict(detector))
+               head=head, **settings)
 
 
 def _mobilenet_fpn(num_classes: int, width: float, backbone_weights: Optional[PathLike],

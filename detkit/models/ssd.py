@@ -3,7 +3,7 @@ checkpoint), and SSD300 on ResNet and GoogLeNet bodies through an extra-layer ne
 from __future__ import annotations
 
 import dataclasses
-from typing import Optional, Sequence
+from typing import Any, Optional, Sequence
 
 from torch import nn
 
@@ -26,16 +26,22 @@ def _ssd(backbone: nn.Module, body: nn.Module, num_classes: int, size: int, dete
          steps: Optional[list[int]] = None, ratios: Sequence = SSD300_RATIOS,
          scales: Sequence[float] = SSD300_SCALES) -> SSD:
     """An SSD whose inputs are normalised as the body's ImageNet weights expect."""
+    anchors, settings = default_boxes(detector, ratios, scales=scales, steps=steps)
+    return SSD(backbone, anchors, (size, size), num_classes, image_mean=body.image_mean, image_std=body.image_std,
+               **settings)
+
+
+def default_boxes(detector: SSDOptions, ratios: Sequence, **generator_options: Any):
+    """(the DefaultBoxGenerator of the model's `ratios`, or of detector.aspect_ratios
+    when set; the rest of the detector settings, as SSD takes them)."""
     settings = dataclasses.asdict(detector)
     chosen = settings.pop("aspect_ratios")
     if chosen is not None:
         if len(chosen) != len(ratios) or not all(len(r) and all(x >= 1 for x in r) for r in chosen):
             raise ValueError(f"aspect_ratios must list one non-empty set of ratios >= 1 per map ({len(ratios)} "
-                             f"maps, e.g. {ratios}), got {chosen}")
+                             f"maps, e.g. {[list(r) for r in ratios]}), got {chosen}")
         ratios = [list(r) for r in chosen]
-    anchors = ops.DefaultBoxGenerator(ratios, scales=scales, steps=steps)
-    return SSD(backbone, anchors, (size, size), num_classes, image_mean=body.image_mean, image_std=body.image_std,
-               **settings)
+    return ops.DefaultBoxGenerator(ratios, **generator_options), settings
 
 
 def _ssd_on_neck(body: nn.Module, num_classes: int, size: int, scales: Sequence[float],

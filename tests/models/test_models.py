@@ -28,7 +28,7 @@ OTHER_VALUE = {
     "bbox_reg_weights": (1.0, 2.0, 3.0, 4.0),
     "scales": lambda default: [s * 0.9 for s in default],
     "crop_size": 96, "context": 5.0, "max_proposals": 300, "proposal_mode": "quality", "bg_iou_low": 0.05,
-    "reg_iou_thresh": 0.7,
+    "reg_iou_thresh": 0.7, "aspect_ratios": "one per map",
 }
 BASE = {"width": 0.25}  # every model is built this small, except when width itself is the option
 
@@ -63,6 +63,8 @@ def other_value(option, default, name=None):
     if value == "halve":  # anchor sizes: half the model's own, as many as it has maps
         sizes = models.build(name, num_classes=3, **BASE).rpn.anchor_generator.sizes
         return tuple(s // 2 for per_map in sizes for s in per_map)
+    if value == "one per map":  # SSD default boxes: a single 4:1 ratio on each of the model's maps
+        return [[4]] * len(models.build(name, num_classes=3, **BASE).anchor_generator.aspect_ratios)
     return value(default) if callable(value) else value
 
 

@@ -8,26 +8,20 @@ image and annotation of the other formats). Errors are values a run would
 train on wrongly or crash on; warnings are things a person should look at
 (images without labels, duplicates). Image files are checked from their
 headers and tails, never decoded, so a COCO-train-sized set takes seconds.
-Files are opened on a pool of threads (FILE_THREADS): reading a cold set is
-waiting on the disk, and many reads in flight finish sooner than one at a time.
 """
 from __future__ import annotations
 
 import hashlib
 import os
 from collections import defaultdict
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Callable, Iterable, Optional, TypeVar
+from typing import Iterable, Optional
 
 import numpy as np
 
 from .images import path_problem
 
 ERROR, WARNING = "error", "warning"
-# Reads in flight while checking: file reads release the GIL, so threads overlap the disk's waits.
-FILE_THREADS = 16
-_T, _R = TypeVar("_T"), TypeVar("_R")
 # A fingerprint reads this much of each end of a file; equal fingerprints are confirmed by a full hash.
 _FINGERPRINT_BYTES = 1 << 16
 _JPEG_END = b"\xff\xd9"
@@ -192,7 +186,8 @@ def check_image_files(paths: dict[str, str], report: CheckReport) -> None:
     """Missing, unreadable (header) and truncated (tail) image files, and
     files with the same content; `paths` maps each file to how messages name it."""
     by_fingerprint: dict[tuple, list[str]] = defaultdict(list)
-    for (path, name), (problem, fingerprint) in zip(paths.items(), threaded_map(_inspect_image, list(paths))):
+    for path, name in paths.items():
+        problem, fingerprint = _inspect_image(path)
         if problem is not None:
             report.defects.append(Defect(problem[0], name, problem[1]))
         else:
@@ -200,14 +195,6 @@ def check_image_files(paths: dict[str, str], report: CheckReport) -> None:
     for group in by_fingerprint.values():
         if len(group) > 1:
             _report_same_content(group, paths, report)
-
-
-def threaded_map(fn: Callable[[_T], _R], items: list[_T], threads: int = FILE_THREADS) -> list[_R]:
-    """[fn(item) for item in items], computed on `threads` threads, in order."""
-    if len(items) < 2 * threads:
-        return [fn(item) for item in items]
-    with ThreadPoolExecutor(threads) as pool:
-        return list(pool.map(fn, items, chunksize=64))
 
 
 def _inspect_image(path: str) -> tuple[Optional[tuple[str, str]], Optional[tuple]]:

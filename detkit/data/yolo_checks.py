@@ -11,7 +11,7 @@ from typing import Optional
 
 import numpy as np
 
-from .checks import ERROR, WARNING, CheckReport, Defect, check_image_files, threaded_map
+from .checks import ERROR, WARNING, CheckReport, Defect, check_image_files
 from .images import IMAGE_EXTENSIONS
 from .problems import AnnotationError
 from .yolo import _load_yaml, _names, _root, _split_images, _splits, _text_lines, _yaml_file, yolo_label_path
@@ -33,8 +33,8 @@ def check_yolo(path: str | os.PathLike, split: Optional[str] = None) -> CheckRep
             images.setdefault(image, os.path.relpath(image, root))
     labels = {image: yolo_label_path(image) for image in images}
     present = []
-    for (image, label), exists in zip(labels.items(), threaded_map(os.path.isfile, list(labels.values()))):
-        if exists:
+    for image, label in labels.items():
+        if os.path.isfile(label):
             present.append((label, _short(label, root)))
         else:
             report.defects.append(Defect("missing_labels", images[image], f"no label file {_short(label, root)}; "
@@ -58,9 +58,11 @@ def _check_label_files(files: list[tuple[str, str]], num_classes: int, report: C
     checked at once with numpy, so a COCO-sized set takes seconds; polygon
     and malformed lines one by one."""
     counts, rows, places = [], [], []
-    for (path, shown), lines in zip(files, threaded_map(_lines_or_error, [path for path, _ in files])):
-        if isinstance(lines, AnnotationError):  # not UTF-8
-            report.defects.append(Defect("bad_record", shown, str(lines).split(": ", 1)[-1]))
+    for path, shown in files:
+        try:
+            lines = _text_lines(path)
+        except AnnotationError as exc:  # not UTF-8
+            report.defects.append(Defect("bad_record", shown, str(exc).split(": ", 1)[-1]))
             counts.append(0)
             continue
         objects, polygons = 0, {}
@@ -85,14 +87,6 @@ def _check_label_files(files: list[tuple[str, str]], num_classes: int, report: C
         counts.append(objects)
     _check_box_rows(rows, places, num_classes, report)
     return counts
-
-
-def _lines_or_error(path: str):
-    """The file's lines, or the AnnotationError that reading them raised."""
-    try:
-        return _text_lines(path)
-    except AnnotationError as exc:
-        return exc
 
 
 def _check_box_rows(rows: list[list[str]], places: list[str], num_classes: int, report: CheckReport) -> None:

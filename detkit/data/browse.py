@@ -13,7 +13,7 @@ import cv2
 import numpy as np
 import torch
 
-from ..io.viz import draw_detections, write_image
+from ..io.viz import draw_detections, image_grid, write_image
 
 
 def browse(records, out: Union[str, os.PathLike], per_grid: int = 16, max_images: int = 64, tile: int = 320,
@@ -30,7 +30,7 @@ def browse(records, out: Union[str, os.PathLike], per_grid: int = 16, max_images
     for first in range(0, len(numbers), per_grid):
         tiles = [_tile(*dataset[n], classes, tile) for n in numbers[first:first + per_grid]]
         path = os.path.join(os.fspath(out), f"grid_{first // per_grid:03d}.jpg")
-        write_image(path, _grid(tiles, tile))
+        write_image(path, _grid(tiles))
         paths.append(path)
     return paths
 
@@ -49,11 +49,6 @@ def _tile(image: np.ndarray, target: dict, classes: list[str], size: int) -> np.
     return cell
 
 
-def _grid(tiles: list[np.ndarray], size: int) -> np.ndarray:
-    columns = math.ceil(math.sqrt(len(tiles)))
-    rows = math.ceil(len(tiles) / columns)
-    canvas = np.full((rows * size, columns * size, 3), 32, dtype=np.uint8)
-    for n, cell in enumerate(tiles):
-        row, column = divmod(n, columns)
-        canvas[row * size:(row + 1) * size, column * size:(column + 1) * size] = cell
-    return canvas
+def _grid(tiles: list[np.ndarray]) -> np.ndarray:
+    """Equal tiles, about as many columns as rows, on dark grey."""
+    return image_grid(tiles, columns=math.ceil(math.sqrt(len(tiles))), fill=32)

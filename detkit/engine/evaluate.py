@@ -43,8 +43,7 @@ def evaluate(model: nn.Module, dataset, metric: str, classes: Sequence[str], dev
     predicts its share of the images; rank 0 gathers them and returns the
     metrics, the other ranks return None. With analyze (COCO), the metrics
     carry the error analysis as `.analysis` (None when nothing was detected)."""
-    count = min(num_images, len(dataset)) if num_images > 0 else len(dataset)
-    mine = list(range(dist.get_rank(), count, dist.get_world_size()))
+    mine = _rank_share(dataset, num_images)
     predictions, targets = predict(model, dataset, mine, device, batch_size)
     if iou_type == "bbox":
         predictions = {i: {k: v for k, v in p.items() if k != "masks"} for i, p in predictions.items()}
@@ -71,8 +70,7 @@ def validation_loss(model: nn.Module, dataset, device: torch.device, num_images:
     images (batches weighted by their size), all ranks' shares together; None
     on the other ranks. Random draws inside the losses (R-CNN's RoI sampling)
     use the caller's generators: isolate them to keep a run reproducible."""
-    count = min(num_images, len(dataset)) if num_images > 0 else len(dataset)
-    mine = list(range(dist.get_rank(), count, dist.get_world_size()))
+    mine = _rank_share(dataset, num_images)
     sums: dict[str, float] = {}
     was_training = model.training
     model.train()
@@ -93,6 +91,12 @@ def validation_loss(model: nn.Module, dataset, device: torch.device, num_images:
     images = sum(n for _, n in gathered)
     totals = {name: sum(part.get(name, 0.0) for part, _ in gathered) / max(images, 1) for name in sums}
     return {"val_loss": sum(totals.values()), **{f"val_{name}": value for name, value in totals.items()}}
+
+
+def _rank_share(dataset, num_images: int) -> list[int]:
+    """This rank's indices of the first `num_images` items (0: all), every world-size-th."""
+    count = min(num_images, len(dataset)) if num_images > 0 else len(dataset)
+    return list(range(dist.get_rank(), count, dist.get_world_size()))
 
 
 def loss_target(target: dict[str, Any], device: torch.device) -> dict[str, torch.Tensor]:

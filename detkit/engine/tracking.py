@@ -23,7 +23,7 @@ from typing import Any, Iterator, Mapping, Optional, Protocol, Sequence
 
 import numpy as np
 
-from ..io.viz import agg_figure
+from ..io.viz import agg_figure, image_grid
 
 EVENT_FILE_PATTERN = "events.out.tfevents.*"
 
@@ -93,26 +93,13 @@ class TensorBoardTracker:
     def log_evaluation(self, step: int, images: Sequence[np.ndarray],
                        curves: Mapping[str, tuple[np.ndarray, np.ndarray]]) -> None:
         if images:
-            self.writer.add_image("eval/detections", image_grid(images), step, dataformats="HWC")
+            self.writer.add_image("eval/detections", image_grid(images, columns=4, pad=2), step, dataformats="HWC")
         if curves:
             self.writer.add_figure("eval/pr_curves", pr_figure(curves), step, close=False)
         self.writer.flush()
 
     def close(self) -> None:
         self.writer.close()
-
-
-def image_grid(images: Sequence[np.ndarray], columns: int = 4, pad: int = 2) -> np.ndarray:
-    """Images (H, W, 3 uint8, any sizes) tiled row by row on a white canvas: Tensor-free, [H, W, 3] uint8."""
-    rows = [images[i:i + columns] for i in range(0, len(images), columns)]
-    cell_h = max(im.shape[0] for im in images) + pad
-    cell_w = max(im.shape[1] for im in images) + pad
-    canvas = np.full((len(rows) * cell_h + pad, min(len(images), columns) * cell_w + pad, 3), 255, np.uint8)
-    for r, row in enumerate(rows):
-        for c, image in enumerate(row):
-            y, x = pad + r * cell_h, pad + c * cell_w
-            canvas[y:y + image.shape[0], x:x + image.shape[1]] = image
-    return canvas
 
 
 def pr_figure(curves: Mapping[str, tuple[np.ndarray, np.ndarray]]):

@@ -342,7 +342,7 @@ class Runner:
             nn.utils.clip_grad_norm_(self.bare_model.parameters(), self.config.solver.clip_grad_norm)
         self.scaler.step(self.optimizer)
         self.scaler.update()
-        if self.ema is not None:
+        if self.ema is not None and dist.is_main_process():  # the others take rank 0's at evaluation
             self.ema.update(self.bare_model)
         state.iteration += 1
         return {"loss": loss.item(), **{k: v.item() for k, v in losses.items()}, "lr": lr}

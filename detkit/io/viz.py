@@ -66,6 +66,21 @@ def write_image(path: Union[str, os.PathLike], image_rgb: np.ndarray) -> None:
         raise OSError(f"could not write image {path}")
 
 
+def image_grid(images: Sequence[np.ndarray], columns: int, pad: int = 0, fill: int = 255) -> np.ndarray:
+    """Images (H, W, 3 uint8, any sizes) tiled row by row, `columns` to a row,
+    each in a cell of the largest image's size plus `pad`, on a canvas of
+    `fill`: [H, W, 3] uint8."""
+    rows = [images[i:i + columns] for i in range(0, len(images), columns)]
+    cell_h = max(im.shape[0] for im in images) + pad
+    cell_w = max(im.shape[1] for im in images) + pad
+    canvas = np.full((len(rows) * cell_h + pad, min(len(images), columns) * cell_w + pad, 3), fill, np.uint8)
+    for r, row in enumerate(rows):
+        for c, image in enumerate(row):
+            y, x = pad + r * cell_h, pad + c * cell_w
+            canvas[y:y + image.shape[0], x:x + image.shape[1]] = image
+    return canvas
+
+
 def plot_training_curves(records: Sequence[Mapping], path: Union[str, os.PathLike],
                          metric: Optional[str] = None) -> None:
     """Loss against iteration (training, and validation where eval lines carry

@@ -103,13 +103,6 @@ def test_tensorboard_on_without_the_package_is_an_error_that_says_what_to_instal
         tracking.build_trackers(True, str(tmp_path), None)
 
 
-def test_the_image_grid_keeps_every_image_whole():
-    images = [np.full((h, w, 3), i + 1, np.uint8) for i, (h, w) in enumerate([(4, 6), (5, 3), (2, 2)])]
-    grid = tracking.image_grid(images, columns=2, pad=1)
-    assert grid.shape == (1 + 2 * 6, 1 + 2 * 7, 3)
-    assert (grid[1:5, 1:7] == 1).all() and (grid[1:6, 8:11] == 2).all() and (grid[7:9, 1:3] == 3).all()
-
-
 def test_a_fresh_run_in_a_used_work_dir_replaces_its_event_files(trained_copy):
     """The earlier run's event files are deleted, as its metrics.jsonl is: each step shows once."""
     config, work_dir = trained_copy

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from detkit.evaluation import plot_pr_curves
-from detkit.io.viz import plot_training_curves
+from detkit.io.viz import image_grid, plot_training_curves
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -33,3 +33,11 @@ def test_plotting_leaves_the_users_backend_and_figures_alone(svg_backend, tmp_pa
     for name in ("curves.png", "pr.png"):
         assert (tmp_path / name).read_bytes()[:8] == PNG
     assert sorted(p.name for p in tmp_path.iterdir()) == ["curves.png", "pr.png"]  # no temporary file left
+
+
+def test_the_image_grid_keeps_every_image_whole():
+    images = [np.full((h, w, 3), i + 1, np.uint8) for i, (h, w) in enumerate([(4, 6), (5, 3), (2, 2)])]
+    grid = image_grid(images, columns=2, pad=1, fill=255)
+    assert grid.shape == (1 + 2 * 6, 1 + 2 * 7, 3)
+    assert (grid[1:5, 1:7] == 1).all() and (grid[1:6, 8:11] == 2).all() and (grid[7:9, 1:3] == 3).all()
+    assert (grid[0] == 255).all() and (grid[5:7, 1:7] == 255).all()  # the padding and the rest of short cells

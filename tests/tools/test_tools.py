@@ -242,6 +242,34 @@ def test_export_round_trip(request, model_kind, fmt, tmp_path):
             assert_same_masks(exported[3], reference["masks"], pairs)
 
 
+def test_export_dynamic_takes_any_image_size(checkpoint, tmp_path):
+    """--dynamic: one uint8 graph; two sizes of one image give the checkpoint's own detections."""
+    import cv2
+    import onnxruntime as ort
+
+    out = tmp_path / "any.onnx"
+    assert tool("export").main([checkpoint, "--dynamic", "--out", str(out)]) == 0
+    model = detkit.load_model(checkpoint, "cpu")
+    folder = prepare_shapes(model.config.data).image_root
+    image = detkit.data.read_image(os.path.join(folder, sorted(os.listdir(folder))[0]))
+    session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    for height, width in ((160, 224), (90, 70)):
+        resized = cv2.resize(image, (width, height), interpolation=cv2.INTER_LINEAR)
+        with torch.no_grad():
+            reference = model([torch.from_numpy(resized).permute(2, 0, 1).float().div(255)])[0]
+        boxes, scores, labels = session.run(None, {"image": resized})
+        assert labels.tolist() == reference["labels"].tolist() and len(labels) > 0
+        assert np.abs(boxes - reference["boxes"].numpy()).max() < 1e-3
+        assert np.abs(scores - reference["scores"].numpy()).max() < 1e-4
+
+
+@pytest.mark.parametrize("extra", [["--format", "torchscript"], ["--size", "64", "64"]])
+def test_export_dynamic_refuses_a_fixed_size_or_torchscript(checkpoint, extra, capsys):
+    with pytest.raises(SystemExit):
+        tool("export").main([checkpoint, "--dynamic", *extra])
+    assert "--dynamic writes ONNX for any image size" in capsys.readouterr().err
+
+
 def test_errors_are_one_line_not_a_traceback(checkpoint, tmp_path):
     result = run_tool("eval.py", str(tmp_path / "missing.pth"))
     assert result.returncode == 1

@@ -1,0 +1,127 @@
+"""detkit.runtimes.export.export_dynamic: one ONNX graph per SSD that takes an
+image of any size (uint8 [H, W, 3] or float [3, H, W]) and returns what the
+PyTorch model returns for it: the same labels, boxes within 1e-3 px and scores
+within 1e-4, in ONNX Runtime; OpenVINO reads and runs the same file."""
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from detkit import models
+from detkit.runtimes.export import export_dynamic
+
+onnxruntime = pytest.importorskip("onnxruntime", reason="the dynamic export is checked in ONNX Runtime")
+pytest.importorskip("onnx", reason="ONNX export needs onnx")
+
+SIZES = ((128, 128), (200, 150), (97, 301))  # the network's own size, larger and taller, smaller and wide
+
+
+def he_initialised(model: nn.Module, seed: int = 0) -> nn.Module:
+    """SSDlite's N(0, 0.03) initialisation gives every anchor the same scores,
+    whose ties leave the detection order arbitrary: He-initialised instead."""
+    generator = torch.Generator().manual_seed(seed)
+    for module in model.modules():
+        if isinstance(module, nn.Conv2d):
+            nn.init.kaiming_normal_(module.weight, generator=generator)
+    return model.eval()
+
+
+@pytest.fixture(scope="module")
+def shapes_images(tmp_path_factory):
+    """Four Shapes images as uint8 [H, W, 3] RGB arrays, one per (size, image) pair drawn from SIZES."""
+    import os
+
+    import cv2
+
+    from detkit.data import read_image, shapes
+
+    paths = shapes.generate(tmp_path_factory.mktemp("shapes"), num_train=4, num_val=1, image_size=128, seed=0)
+    files = sorted(os.listdir(paths.image_root))[:len(SIZES)]
+    images = [read_image(os.path.join(paths.image_root, name)) for name in files]
+    return [cv2.resize(image, (w, h), interpolation=cv2.INTER_LINEAR) for image, (h, w) in zip(images, SIZES)]
+
+
+@pytest.fixture(scope="module")
+def trained_ssd(tmp_path_factory):
+    """SSD on ResNet-18 trained until it finds the objects of 8 Shapes images."""
+    from detkit.data import shapes
+    from tests.helpers import overfit
+
+    torch.manual_seed(0)
+    paths = shapes.generate(tmp_path_factory.mktemp("shapes8"), num_train=8, num_val=1, image_size=128, seed=0)
+    model, *_ = overfit("ssd300_resnet18_small", paths, 100, 1e-3, size=128, score_thresh=0.05, channels_last=True)
+    return model
+
+
+MODELS = {
+    "ssd300_resnet18_small": lambda request: request.getfixturevalue("trained_ssd"),
+    "ssdlite320_mobilenet_v3_large": lambda request: he_initialised(models.build(
+        "ssdlite320_mobilenet_v3_large", num_classes=4, width=0.25, size=128, score_thresh=0.3,
+        detections_per_img=50)),
+}
+
+
+def as_float(image: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(image).permute(2, 0, 1).float().div(255)
+
+
+def assert_same_detections(got, expected):
+    boxes, scores, labels = (torch.from_numpy(np.asarray(v)) for v in got)
+    assert len(expected["scores"]) > 0, "setup: the model found nothing"
+    assert torch.equal(labels, expected["labels"])
+    torch.testing.assert_close(boxes, expected["boxes"], atol=1e-3, rtol=0)
+    torch.testing.assert_close(scores, expected["scores"], atol=1e-4, rtol=0)
+
+
+@pytest.fixture(scope="module", params=[(name, kind) for name in MODELS for kind in ("uint8", "float")],
+                ids=lambda p: "-".join(p))
+def exported(request, tmp_path_factory):
+    name, input_type = request.param
+    model = MODELS[name](request)
+    path = export_dynamic(model, tmp_path_factory.mktemp("onnx") / f"{name}.onnx", input_type)
+    return model, input_type, path
+
+
+def feed(image: np.ndarray, input_type: str) -> np.ndarray:
+    return image if input_type == "uint8" else as_float(image).numpy()
+
+
+def test_onnxruntime_gives_the_models_detections_at_any_size(exported, shapes_images):
+    model, input_type, path = exported
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    assert [i.type for i in session.get_inputs()] == [f"tensor({'uint8' if input_type == 'uint8' else 'float'})"]
+    for image in shapes_images:
+        with torch.no_grad():
+            expected = model([as_float(image)])[0]
+        assert_same_detections(session.run(["boxes", "scores", "labels"], {"image": feed(image, input_type)}),
+                               expected)
+
+
+def test_openvino_reads_and_runs_the_same_file(exported, shapes_images):
+    ov = pytest.importorskip("openvino", reason="OpenVINO is the export's second reader")
+    model, input_type, path = exported
+    core = ov.Core()
+    compiled = core.compile_model(core.read_model(str(path)), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    for image in shapes_images:
+        with torch.no_grad():
+            expected = model([as_float(image)])[0]
+        result = compiled({"image": feed(image, input_type)})
+        got = [result[compiled.output(name)] for name in ("boxes", "scores", "labels")]
+        # OpenVINO's own float kernels round differently from torch's: the same detections, looser numbers
+        boxes, scores, labels = (torch.from_numpy(np.asarray(v)) for v in got)
+        assert torch.equal(labels.long(), expected["labels"])
+        torch.testing.assert_close(boxes, expected["boxes"], atol=1e-2, rtol=0)
+        torch.testing.assert_close(scores, expected["scores"], atol=1e-3, rtol=0)
+
+
+def test_a_detector_without_fixed_input_size_is_refused(tmp_path):
+    model = models.build("fasterrcnn_resnet18_fpn_small", num_classes=3, min_size=64, max_size=64)
+    with pytest.raises(ValueError, match="--dynamic export takes SSD models .* a FasterRCNN needs a fixed size"):
+        export_dynamic(model, tmp_path / "x.onnx")
+    assert not (tmp_path / "x.onnx").exists()
+
+
+def test_an_unknown_input_type_is_refused(tmp_path):
+    with pytest.raises(ValueError, match=r"input_type must be one of \('uint8', 'float'\), got 'int16'"):
+        export_dynamic(models.build("ssd300_resnet18_small", num_classes=3, size=64), tmp_path / "x.onnx", "int16")
+    assert not (tmp_path / "x.onnx").exists()

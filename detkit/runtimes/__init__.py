@@ -27,13 +27,16 @@ per image out).
     ONNX Runtime's CPU provider with all graph optimisations; the transform,
     anchors, decoding, NMS and RoI heads stay detkit's. Any image size works
     without re-export. See detkit.runtimes.ort. Needs onnxruntime.
+"openvino", "openvino_bf16": as "onnxruntime", with the dense part compiled
+    and run by OpenVINO's CPU plugin in float32, or in bfloat16 (needs the
+    CPU's bfloat16 units). See detkit.runtimes.openvino. Needs openvino.
 "int8": as "onnxruntime", with the dense part quantised after training
     (QDQ, per-channel int8 weights, uint8 activations) on `calibration`
     images passed through the model's own transform. See detkit.runtimes.int8.
     Needs onnxruntime and onnx.
 
 Each runtime has its own module: fold (BatchNorm folding, "fused"), parts
-(the dense part of each model type), bf16, ort ("onnxruntime"), int8, and
+(the dense part of each model type), bf16, ort ("onnxruntime"), openvino, int8, and
 export (ONNX/TorchScript files); machine probes the CPU. None of them imports
 this dispatcher.
 """
@@ -48,7 +51,7 @@ from .fold import fold_batchnorms, fused
 
 __all__ = ["RUNTIMES", "check_runtime", "optimize", "fold_batchnorms", "BFloat16Part", "has_bfloat16_hardware"]
 
-RUNTIMES = ("eager", "fused", "bf16", "onnxruntime", "int8")
+RUNTIMES = ("eager", "fused", "bf16", "onnxruntime", "openvino", "openvino_bf16", "int8")
 
 
 def check_runtime(runtime: str) -> None:
@@ -73,6 +76,10 @@ def optimize(model: nn.Module, runtime: str = "eager", calibration: Optional[Ite
         from .ort import optimize_onnxruntime
 
         return optimize_onnxruntime(model)
+    if runtime.startswith("openvino"):
+        from .openvino import optimize_openvino
+
+        return optimize_openvino(model, runtime)
     from .int8 import optimize_int8
 
     return optimize_int8(model, calibration)

@@ -44,15 +44,17 @@ def import_onnxruntime(runtime: str = "onnxruntime"):
 
 def optimize_onnxruntime(model: nn.Module) -> nn.Module:
     """A copy of `model` whose dense parts run in ONNX Runtime in float32."""
+    import_onnxruntime()
     return replace_dense_parts(model, "onnxruntime", lambda module, inputs: export_onnx(module, inputs[0]))
 
 
 def replace_dense_parts(model: nn.Module, runtime: str, make_onnx: Callable[[nn.Module, list], "ExportedPart"],
-                        images: Optional[Sequence[Tensor]] = None) -> nn.Module:
+                        images: Optional[Sequence[Tensor]] = None,
+                        wrap: Callable[["ExportedPart"], nn.Module] = None) -> nn.Module:
     """A deep copy of `model` (eval mode, norms folded) with each dense part
-    replaced by an OrtModule of make_onnx(part, the inputs it took while the
-    copy ran on `images`, one example images when None)."""
-    import_onnxruntime(runtime)
+    replaced by wrap(make_onnx(part, the inputs it took while the copy ran on
+    `images`, one example image when None)); wrap: OrtModule unless given."""
+    wrap = wrap or OrtModule
     paths = dense_parts(model, runtime)
     twin = copy.deepcopy(model).eval()
     channels_last = getattr(twin, "channels_last", False)
@@ -64,7 +66,7 @@ def replace_dense_parts(model: nn.Module, runtime: str, make_onnx: Callable[[nn.
     inputs = capture_inputs(twin, paths, images) if images is not None else capture_example_inputs(twin, paths)
     for path in paths:
         part = twin.get_submodule(path)
-        replacement = OrtModule(make_onnx(part, inputs[path]))
+        replacement = wrap(make_onnx(part, inputs[path]))
         if hasattr(part, "out_channels"):
             replacement.out_channels = part.out_channels
         twin.set_submodule(path, replacement)
@@ -160,8 +162,12 @@ class OrtModule(nn.Module):
         device = leaves[0].device
         feed = {name: t.detach().to("cpu", torch.float32).contiguous().numpy()
                 for name, t in zip(self.exported.input_names, leaves)}
-        outputs = self.session().run(self.exported.output_names, feed)
+        outputs = self.run(feed)
         return pytree.tree_unflatten([torch.from_numpy(o).to(device) for o in outputs], self.exported.out_spec)
+
+    def run(self, feed: dict) -> list:
+        """The session's outputs (numpy arrays, in output_names' order) for `feed` (input name -> array)."""
+        return self.session().run(self.exported.output_names, feed)
 
     def op_counts(self) -> Counter:
         """How many nodes of each ONNX op type the exported model holds (needs the onnx package)."""

@@ -30,10 +30,11 @@ per image out).
 "openvino", "openvino_bf16": as "onnxruntime", with the dense part compiled
     and run by OpenVINO's CPU plugin in float32, or in bfloat16 (needs the
     CPU's bfloat16 units). See detkit.runtimes.openvino. Needs openvino.
-"int8": as "onnxruntime", with the dense part quantised after training
-    (QDQ, per-channel int8 weights, uint8 activations) on `calibration`
-    images passed through the model's own transform. See detkit.runtimes.int8.
-    Needs onnxruntime and onnx.
+"int8": the dense part quantised after training (per-channel int8 weights,
+    uint8 activations) on `calibration` images passed through the model's own
+    transform, by ONNX Runtime (QDQ) or by PyTorch's x86 backend (FX), the
+    faster of the two as measured on this machine unless `int8_engine` says
+    which. See detkit.runtimes.int8.
 
 Each runtime has its own module: fold (BatchNorm folding, "fused"), parts
 (the dense part of each model type), bf16, ort ("onnxruntime"), openvino, int8, and
@@ -60,11 +61,13 @@ def check_runtime(runtime: str) -> None:
         raise ValueError(f"unknown runtime {runtime!r}; available: {', '.join(RUNTIMES)}")
 
 
-def optimize(model: nn.Module, runtime: str = "eager", calibration: Optional[Iterable] = None) -> nn.Module:
+def optimize(model: nn.Module, runtime: str = "eager", calibration: Optional[Iterable] = None,
+             int8_engine: str = "auto") -> nn.Module:
     """`model` for inference with `runtime` (one of RUNTIMES; see the module
     docstring). calibration: images for runtimes that calibrate ('int8': a list
     of image paths, HxWx3 uint8 RGB arrays or float Tensor[3, H, W] in [0, 1]);
-    the others do not use it."""
+    the others do not use it. int8_engine: 'auto' (the faster, measured),
+    'onnxruntime' or 'torch' (see detkit.runtimes.int8)."""
     check_runtime(runtime)
     if runtime == "eager":
         return model.eval()
@@ -82,4 +85,4 @@ def optimize(model: nn.Module, runtime: str = "eager", calibration: Optional[Ite
         return optimize_openvino(model, runtime)
     from .int8 import optimize_int8
 
-    return optimize_int8(model, calibration)
+    return optimize_int8(model, calibration, int8_engine)

@@ -1,7 +1,17 @@
-"""The "int8" runtime of detkit.runtimes: the "onnxruntime" runtime's dense
-parts (see detkit.runtimes.parts), quantised after training with ONNX Runtime's
-static quantisation.
+"""The "int8" runtime of detkit.runtimes: the dense parts (see
+detkit.runtimes.parts) quantised after training by one of two engines, each
+calibrated on the same images:
 
+- "onnxruntime": ONNX Runtime's static quantisation (below);
+- "torch": PyTorch's FX quantisation for its x86 backend, run by PyTorch's
+  own int8 kernels (see detkit.runtimes.int8_torch).
+
+engine="auto" (the default) builds both where both are available, times
+each copy on the first calibration image and keeps the faster: which wins
+depends on the model and the CPU. The copy's `int8_engine` names the one kept
+and `int8_timings` holds the measured milliseconds.
+
+The ONNX Runtime engine:
 Each dense part is exported to float ONNX as for "onnxruntime", then
 `onnxruntime.quantization.quantize_static` inserts QuantizeLinear /
 DequantizeLinear pairs (QDQ format) with int8 weights, one scale per output
@@ -23,33 +33,81 @@ import logging
 import os
 import platform
 import tempfile
+import statistics
+import time
 from typing import Iterable, Optional, Sequence
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
-from .ort import ExportedPart, export_onnx, import_onnxruntime, replace_dense_parts
+from .ort import ExportedPart, OrtModule, export_onnx, import_onnxruntime
+from .parts import replace_dense_parts
 
-__all__ = ["optimize_int8", "calibration_images", "quantize_part"]
+__all__ = ["optimize_int8", "calibration_images", "quantize_part", "INT8_ENGINES"]
+
+INT8_ENGINES = ("auto", "onnxruntime", "torch")
+TIMING_RUNS = 5
 
 CALIBRATION_HELP = "runtime 'int8' needs calibration images (a list of paths, HxWx3 uint8 arrays or [3,H,W] tensors)"
 
 
-def optimize_int8(model: nn.Module, calibration: Optional[Iterable]) -> nn.Module:
-    """A copy of `model` whose dense parts run int8 in ONNX Runtime, calibrated on `calibration`."""
+def optimize_int8(model: nn.Module, calibration: Optional[Iterable], engine: str = "auto") -> nn.Module:
+    """A copy of `model` whose dense parts run in int8, calibrated on
+    `calibration`, by `engine` (one of INT8_ENGINES; see the module docstring)."""
+    if engine not in INT8_ENGINES:
+        raise ValueError(f"int8 engine must be one of {INT8_ENGINES}, got {engine!r}")
     if calibration is None or isinstance(calibration, (str, os.PathLike, Tensor, np.ndarray)):
         raise ValueError(CALIBRATION_HELP)
     calibration = list(calibration)
     if not calibration:
         raise ValueError(CALIBRATION_HELP)
-    import_onnxruntime("int8")
-    try:
-        import onnx  # noqa: F401 - onnxruntime.quantization edits ONNX models with it
-    except ImportError:
-        raise ImportError("runtime 'int8' needs onnx: pip install onnx") from None
+    from .int8_torch import quantize_part_torch, torch_int8_available
+
+    engines = [engine] if engine != "auto" else \
+        [name for name, ready in (("torch", torch_int8_available()), ("onnxruntime", _ort_ready())) if ready]
+    if engine == "torch" and not torch_int8_available():
+        raise RuntimeError("int8 engine 'torch' needs torch's x86 quantized backend, which this build lacks "
+                           f"(it has {', '.join(torch.backends.quantized.supported_engines)}): use 'onnxruntime'")
+    if engine == "onnxruntime" or not engines:
+        _ort_ready(raise_error=True)
     images = calibration_images(calibration)
-    return replace_dense_parts(model, "int8", quantize_part, images=images)
+    quantizers = {"onnxruntime": lambda part, inputs: OrtModule(quantize_part(part, inputs)),
+                  "torch": quantize_part_torch}
+    built = {name: replace_dense_parts(model, "int8", quantizers[name], images=images) for name in engines}
+    for name, twin in built.items():
+        twin.int8_engine = name
+    timings = {name: _milliseconds(twin, images[0]) for name, twin in built.items()} if len(built) > 1 else {}
+    fastest = built[min(timings, key=timings.get) if timings else engines[0]]
+    fastest.int8_timings = timings
+    return fastest
+
+
+def _ort_ready(raise_error: bool = False) -> bool:
+    """Whether onnxruntime and onnx import; with raise_error, an ImportError naming the missing one."""
+    try:
+        import_onnxruntime("int8")
+        try:
+            import onnx  # noqa: F401 - onnxruntime.quantization edits ONNX models with it
+        except ImportError:
+            raise ImportError("runtime 'int8' needs onnx: pip install onnx") from None
+    except ImportError:
+        if raise_error:
+            raise
+        return False
+    return True
+
+
+@torch.no_grad()
+def _milliseconds(model: nn.Module, image: Tensor) -> float:
+    """Median wall time of `model` on one image, after a warm-up call."""
+    model([image])
+    seconds = []
+    for _ in range(TIMING_RUNS):
+        start = time.perf_counter()
+        model([image])
+        seconds.append(time.perf_counter() - start)
+    return statistics.median(seconds) * 1e3
 
 
 def calibration_images(items: Sequence) -> list[Tensor]:

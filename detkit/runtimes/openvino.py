@@ -17,7 +17,8 @@ import torch
 from torch import nn
 
 from . import bf16
-from .ort import ExportedPart, OrtModule, export_onnx, replace_dense_parts
+from .ort import ExportedPart, OrtModule, export_onnx
+from .parts import replace_dense_parts
 
 __all__ = ["OpenVINOModule", "optimize_openvino", "import_openvino"]
 
@@ -40,8 +41,8 @@ def optimize_openvino(model: nn.Module, runtime: str = "openvino") -> nn.Module:
     if precision == "bf16" and not bf16.has_bfloat16_hardware():
         raise RuntimeError(f"runtime {runtime!r} needs a CPU with bfloat16 instructions (AVX512-BF16 or AMX), "
                            "which this one lacks: use 'openvino' or 'int8'")
-    return replace_dense_parts(model, runtime, lambda module, inputs: export_onnx(module, inputs[0]),
-                               wrap=lambda exported: OpenVINOModule(exported, precision))
+    return replace_dense_parts(model, runtime,
+                               lambda part, inputs: OpenVINOModule(export_onnx(part, inputs[0]), precision))
 
 
 class OpenVINOModule(OrtModule):

@@ -15,20 +15,17 @@ pair of lists) from the session's outputs.
 """
 from __future__ import annotations
 
-import copy
 import io
 import warnings
 from collections import Counter
-from typing import Callable, Optional, Sequence
 
 import torch
 from torch import Tensor, nn
 from torch.utils import _pytree as pytree
 
-from .fold import fold_batchnorms
-from .parts import capture_example_inputs, capture_inputs, dense_parts
+from .parts import replace_dense_parts
 
-__all__ = ["OrtModule", "optimize_onnxruntime", "replace_dense_parts", "import_onnxruntime"]
+__all__ = ["OrtModule", "optimize_onnxruntime", "import_onnxruntime", "export_onnx"]
 
 OPSET = 17
 
@@ -45,34 +42,7 @@ def import_onnxruntime(runtime: str = "onnxruntime"):
 def optimize_onnxruntime(model: nn.Module) -> nn.Module:
     """A copy of `model` whose dense parts run in ONNX Runtime in float32."""
     import_onnxruntime()
-    return replace_dense_parts(model, "onnxruntime", lambda module, inputs: export_onnx(module, inputs[0]))
-
-
-def replace_dense_parts(model: nn.Module, runtime: str, make_onnx: Callable[[nn.Module, list], "ExportedPart"],
-                        images: Optional[Sequence[Tensor]] = None,
-                        wrap: Callable[["ExportedPart"], nn.Module] = None) -> nn.Module:
-    """A deep copy of `model` (eval mode, norms folded) with each dense part
-    replaced by wrap(make_onnx(part, the inputs it took while the copy ran on
-    `images`, one example image when None)); wrap: OrtModule unless given."""
-    wrap = wrap or OrtModule
-    paths = dense_parts(model, runtime)
-    twin = copy.deepcopy(model).eval()
-    channels_last = getattr(twin, "channels_last", False)
-    if channels_last:
-        twin.channels_last = False  # the parts export from NCHW weights and are captured with NCHW inputs
-    fold_batchnorms(twin)  # norms left unfolded export as BatchNormalization, which ORT fuses itself
-    for path in paths:
-        twin.get_submodule(path).to(memory_format=torch.contiguous_format)
-    inputs = capture_inputs(twin, paths, images) if images is not None else capture_example_inputs(twin, paths)
-    for path in paths:
-        part = twin.get_submodule(path)
-        replacement = wrap(make_onnx(part, inputs[path]))
-        if hasattr(part, "out_channels"):
-            replacement.out_channels = part.out_channels
-        twin.set_submodule(path, replacement)
-    if channels_last and not all(isinstance(m, OrtModule) for m in twin._conv_modules()):
-        twin.channels_last = True  # what stays in torch (e.g. a mask head) runs channels-last as before
-    return twin
+    return replace_dense_parts(model, "onnxruntime", lambda part, inputs: OrtModule(export_onnx(part, inputs[0])))
 
 
 class ExportedPart:
@@ -129,6 +99,7 @@ def session_options(ort):
     options.intra_op_num_threads = torch.get_num_threads()
     options.inter_op_num_threads = 1
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.log_severity_level = 3  # errors only: its optimiser's notes on unused exporter constants are not ours
     return options
 
 

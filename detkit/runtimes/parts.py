@@ -1,6 +1,7 @@
 """The dense part of each detector type: the submodules that the
-"onnxruntime", "int8" and "bf16" runtimes replace, and the inputs they take
-while the model runs (for export and calibration).
+"onnxruntime", "openvino", "int8" and "bf16" runtimes replace, the inputs
+they take while the model runs (for export and calibration), and the copy
+of a model with them replaced.
 
     SSD                          backbone, head
     FasterRCNN (and Mask R-CNN)  backbone, rpn.head
@@ -9,6 +10,7 @@ while the model runs (for export and calibration).
 """
 from __future__ import annotations
 
+import copy
 from typing import Callable, Iterable, Optional, Sequence
 
 import torch
@@ -18,6 +20,7 @@ from torch.utils import _pytree as pytree
 from ..modeling.proposal_rcnn import ImageAsFeatures, ProposalRCNN, WarpedRegionFeatures
 from ..modeling.rcnn import FasterRCNN
 from ..modeling.ssd import SSD
+from .fold import fold_batchnorms
 
 MAX_CAPTURED_BATCH = 16  # inputs kept per call when capturing (R-CNN's body sees hundreds of crops a call)
 
@@ -73,3 +76,30 @@ def capture_inputs(model: nn.Module, paths: Iterable[str], images: Sequence[Tens
     return captured
 
 
+
+
+def replace_dense_parts(model: nn.Module, runtime: str, replace: Callable[[nn.Module, list], nn.Module],
+                        images: Optional[Sequence[Tensor]] = None) -> nn.Module:
+    """A deep copy of `model` (eval mode, norms folded, parts in NCHW) with
+    each dense part replaced by replace(part, the inputs it took while the copy
+    ran on `images`, or on one example image when None)."""
+    paths = dense_parts(model, runtime)
+    twin = copy.deepcopy(model).eval()
+    channels_last = getattr(twin, "channels_last", False)
+    if channels_last:
+        twin.channels_last = False  # the parts export from NCHW weights and are captured with NCHW inputs
+    fold_batchnorms(twin)  # norms left unfolded export as BatchNormalization, which ORT fuses itself
+    for path in paths:
+        twin.get_submodule(path).to(memory_format=torch.contiguous_format)
+    inputs = capture_inputs(twin, paths, images) if images is not None else capture_example_inputs(twin, paths)
+    replaced = []
+    for path in paths:
+        part = twin.get_submodule(path)
+        replacement = replace(part, inputs[path])
+        if hasattr(part, "out_channels"):
+            replacement.out_channels = part.out_channels
+        twin.set_submodule(path, replacement)
+        replaced.append(replacement)
+    if channels_last and not all(any(m is r for r in replaced) for m in twin._conv_modules()):
+        twin.channels_last = True  # what stays in torch (e.g. a mask head) runs channels-last as before
+    return twin

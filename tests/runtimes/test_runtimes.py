@@ -166,7 +166,7 @@ def test_a_norm_not_right_after_a_conv_stays(layers):
 
 @pytest.mark.parametrize("name", ["tensorrt", "ort", "Int8", "Fused"])
 def test_an_unknown_runtime_is_refused(name):
-    with pytest.raises(ValueError, match=f"unknown runtime '{name}'; available: eager, fused, bf16, onnxruntime, int8"):
+    with pytest.raises(ValueError, match=f"unknown runtime '{name}'; available: eager, fused, bf16, onnxruntime, openvino, openvino_bf16, int8"):
         runtimes.optimize(TinySSD(3, size=64), name)
 
 
@@ -361,11 +361,25 @@ def calibration(n=8, seed=3):
     return [torch.rand(3, 120 + 8 * i, 160 - 4 * i, generator=generator) for i in range(n)]
 
 
-@pytest.fixture(scope="module", params=list(ORT_MODELS))
-def int8_case(request, int8_ready):
-    name = request.param
+INT8_ENGINES = ("onnxruntime", "torch")
+
+
+def needs_int8_engine(engine: str) -> None:
+    from detkit.runtimes.int8_torch import torch_int8_available
+
+    if engine == "onnxruntime":
+        needs_onnxruntime("int8")
+    elif not torch_int8_available():
+        pytest.skip("this torch build has no x86 quantized backend")
+
+
+@pytest.fixture(scope="module", params=[(name, engine) for engine in INT8_ENGINES for name in ORT_MODELS],
+                ids=lambda p: "-".join(p))
+def int8_case(request):
+    name, engine = request.param
+    needs_int8_engine(engine)
     model = ort_model(name)
-    return name, model, runtimes.optimize(model, "int8", calibration=calibration())
+    return name, model, runtimes.optimize(model, "int8", calibration=calibration(), int8_engine=engine)
 
 
 def test_int8_detections_agree_loosely_with_eager(int8_case):
@@ -378,10 +392,13 @@ def test_int8_detections_agree_loosely_with_eager(int8_case):
     assert fraction >= share, f"{fraction:.1%} of {counted} detections matched"
 
 
-def test_int8_parts_hold_quantised_ops(int8_case, tmp_path, ort):
+def test_int8_parts_hold_quantised_ops(int8_case, tmp_path):
     name, _, quantized = int8_case
+    if quantized.int8_engine == "torch":
+        return assert_torch_int8_parts(name, quantized)
     import onnx
 
+    ort = needs_onnxruntime()
     for path in PARTS[name]:
         part = quantized.get_submodule(path)
         counts = part.op_counts()
@@ -395,7 +412,61 @@ def test_int8_parts_hold_quantised_ops(int8_case, tmp_path, ort):
         assert fused.count("QLinearConv") >= convs // 2, sorted(set(fused))
 
 
-def test_int8_takes_paths_arrays_and_tensors(tmp_path, int8_ready):
+CONVS = {"backbone": 8, "head": 12}  # fewer than each part of these models has
+
+
+def assert_torch_int8_parts(name: str, quantized: nn.Module) -> None:
+    """The convolutions of each part are torch's quantized ones, but for the RPN head's, kept float;
+    the SSD head, which FX cannot trace whole (it loops over the levels), is quantised conv by conv."""
+    from torch.ao.nn import quantized as nnq
+    from torch.ao.nn.intrinsic import quantized as nniq
+
+    from detkit.runtimes.int8_torch import QuantizedPart
+
+    for path in PARTS[name]:
+        part = quantized.get_submodule(path)
+        assert isinstance(part, QuantizedPart)
+        floats = [n for n, m in part.named_modules() if type(m) is nn.Conv2d]
+        if path == "rpn.head":
+            assert floats == ["part.conv.0.0", "part.cls_logits", "part.bbox_pred"]
+            continue
+        assert floats == []
+        # a traced unit holds quantized conv modules; a bare Conv2d unit traces to the functional op
+        modules = sum(isinstance(m, (nnq.Conv2d, nniq.ConvReLU2d)) for m in part.modules())
+        functional = sum(m.code.count("torch.ops.quantized.conv2d") for m in part.modules()
+                         if isinstance(m, torch.fx.GraphModule))
+        assert modules + functional >= CONVS[path], (modules, functional)
+    if name.startswith("ssd"):
+        assert all(isinstance(m, torch.fx.GraphModule) for m in quantized.head.part.regression_head.module_list)
+
+
+@pytest.mark.parametrize("faster", INT8_ENGINES)
+def test_int8_auto_keeps_the_engine_measured_faster(faster, monkeypatch):
+    for engine in INT8_ENGINES:
+        needs_int8_engine(engine)
+    from detkit.runtimes import int8
+
+    built = []
+    monkeypatch.setattr(int8, "replace_dense_parts", lambda model, runtime, replace, images: built.append(replace)
+                        or nn.Module())
+    timings = iter([1.0, 2.0] if faster == "torch" else [2.0, 1.0])  # built in the order torch, onnxruntime
+    monkeypatch.setattr(int8, "_milliseconds", lambda model, image: next(timings))
+    chosen = runtimes.optimize(ort_model("ssd300_resnet18"), "int8", calibration=calibration(2))
+    assert len(built) == 2
+    assert chosen.int8_engine == faster and set(chosen.int8_timings) == set(INT8_ENGINES)
+    assert chosen.int8_timings[faster] == 1.0
+
+
+def test_int8_names_an_unknown_or_missing_engine(monkeypatch):
+    with pytest.raises(ValueError, match=r"int8 engine must be one of \('auto', 'onnxruntime', 'torch'\), got 'tvm'"):
+        runtimes.optimize(ort_model("ssd300_resnet18"), "int8", calibration=calibration(1), int8_engine="tvm")
+    monkeypatch.setattr("detkit.runtimes.int8_torch.torch_int8_available", lambda: False)
+    with pytest.raises(RuntimeError, match="int8 engine 'torch' needs torch's x86 quantized backend"):
+        runtimes.optimize(ort_model("ssd300_resnet18"), "int8", calibration=calibration(1), int8_engine="torch")
+
+
+@pytest.mark.parametrize("engine", INT8_ENGINES)
+def test_int8_takes_paths_arrays_and_tensors(tmp_path, engine):
     """A path, an array and a tensor of the same pixels are the same calibration image:
     calibrating on one of each gives the detections of calibrating on tensors alone
     (min-max calibration is deterministic). Each channel has its own range, so reading
@@ -409,9 +480,10 @@ def test_int8_takes_paths_arrays_and_tensors(tmp_path, int8_ready):
     path = tmp_path / "a.png"  # lossless, so it reads back as arrays[0]
     cv2.imwrite(str(path), arrays[0][:, :, ::-1])
     tensors = [torch.tensor(a, dtype=torch.float32).permute(2, 0, 1) / 255 for a in arrays]
+    needs_int8_engine(engine)
     model = ort_model("ssd300_resnet18")
-    mixed = runtimes.optimize(model, "int8", calibration=[str(path), arrays[1], tensors[2]])
-    plain = runtimes.optimize(model, "int8", calibration=tensors)
+    mixed = runtimes.optimize(model, "int8", calibration=[str(path), arrays[1], tensors[2]], int8_engine=engine)
+    plain = runtimes.optimize(model, "int8", calibration=tensors, int8_engine=engine)
     with torch.no_grad():
         ours, theirs = mixed(sized_images()), plain(sized_images())
     assert len(ours) == 2
@@ -449,8 +521,9 @@ def test_a_missing_onnxruntime_is_named(runtime, monkeypatch):
     import sys
 
     monkeypatch.setitem(sys.modules, "onnxruntime", None)  # `import onnxruntime` raises ImportError
-    with pytest.raises(ImportError) as info:
-        runtimes.optimize(TinySSD(3, size=64), runtime, calibration=[torch.rand(3, 64, 64)])
+    with pytest.raises(ImportError) as info:  # int8's 'auto' engine would take torch's instead
+        runtimes.optimize(TinySSD(3, size=64), runtime, calibration=[torch.rand(3, 64, 64)],
+                          int8_engine="onnxruntime")
     assert str(info.value) == f"runtime '{runtime}' needs onnxruntime: pip install onnxruntime"
 
 
@@ -582,7 +655,8 @@ def test_bf16_without_bfloat16_hardware_is_refused(monkeypatch):
 # 25 of 26 at IoU 0.95 and 0.9, all 26 at 0.85. Its bar is IoU 0.85 (held-out AP is its real measure).
 # OpenVINO's bfloat16 also rounds the activations between its layers: on Zen 4, 25 of 26 Faster R-CNN
 # detections matched at IoU 0.85; its bar is 95% there.
-TRAINED_AGREEMENT = {"fused": (0.95, 0.98), "bf16": (0.85, 0.98), "onnxruntime": (0.95, 0.98), "int8": (0.8, 0.8),
+TRAINED_AGREEMENT = {"fused": (0.95, 0.98), "bf16": (0.85, 0.98), "onnxruntime": (0.95, 0.98),
+                     "int8:onnxruntime": (0.8, 0.8), "int8:torch": (0.8, 0.8),
                      "openvino": (0.95, 0.98), "openvino_bf16": (0.85, 0.95)}
 TRAINED = {"ssd300_resnet18_small": dict(steps=100, lr=1e-3, size=128, score_thresh=0.05),
            "fasterrcnn_resnet18_fpn_small": dict(steps=60, lr=2e-3, min_size=128, max_size=128, score_thresh=0.05)}
@@ -614,12 +688,16 @@ def trained_model(request, tmp_path_factory):
 
 @pytest.mark.parametrize("runtime", list(TRAINED_AGREEMENT))
 def test_each_runtime_finds_the_eager_detections_of_a_trained_model(trained_model, runtime, bf16_anywhere):
-    if runtime in ("onnxruntime", "int8"):
+    if runtime == "onnxruntime":
         needs_onnxruntime(runtime)
     if runtime.startswith("openvino"):
         needs_openvino()
+    engine = runtime.split(":")[1] if runtime.startswith("int8") else "auto"
+    if runtime.startswith("int8"):
+        needs_int8_engine(engine)
     _, model, images, expected, others = trained_model
-    optimized = runtimes.optimize(model, runtime, calibration=others if runtime == "int8" else None)
+    optimized = runtimes.optimize(model, runtime.split(":")[0], calibration=others if engine != "auto" else None,
+                                  int8_engine=engine)
     with torch.no_grad():
         detections = optimized(images)
     iou, share = TRAINED_AGREEMENT[runtime]

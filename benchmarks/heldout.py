@@ -31,7 +31,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--root", default=os.path.join(REPO, "datasets", "shapes_heldout"),
                         help="where the fresh set is generated once (default: %(default)s)")
     parser.add_argument("--runtimes", nargs="+", default=["eager"],
-                        help="detkit.runtimes to score the checkpoint with (default: eager)")
+                        help="detkit.runtimes to score the checkpoint with (default: eager); int8:torch and "
+                             "int8:onnxruntime choose int8's engine")
     parser.add_argument("--calibration", type=int, default=32,
                         help="training images that calibrate int8 (default: %(default)s)")
     return parser.parse_args(argv)
@@ -67,9 +68,10 @@ def score(checkpoint: str, root: str, images: int, seed: int, runtime: str = "ea
     from detkit.engine.report import evaluate_model
 
     model = load_model(checkpoint, "cpu")
-    if runtime != "eager":
-        model = optimized(model, runtime,
-                          calibration_images(model.config, calibration) if runtime == "int8" else None)
+    name, _, engine = runtime.partition(":")  # int8:torch -> int8, its engine
+    if name != "eager":
+        model = optimized(model, name, calibration_images(model.config, calibration) if name == "int8" else None,
+                          int8_engine=engine or "auto")
     paths = fresh_set(model.config.data, root, images, seed)
     iou_types = ["bbox", "segm"] if model.config.eval.iou_type == "segm" else ["bbox"]
     results = {}

@@ -60,10 +60,10 @@ def load_model(checkpoint: Union[str, os.PathLike], device: Optional[Union[str, 
     return optimized(model.to(device).eval(), runtime, calibration)
 
 
-def optimized(model: nn.Module, runtime: str, calibration: Calibration = None) -> nn.Module:
-    """detkit.runtimes.optimize(model, runtime, calibration), a folder or glob of
-    calibration images expanded to their paths; .classes and .config kept."""
-    result = runtimes.optimize(model, runtime, calibration_inputs(calibration))
+def optimized(model: nn.Module, runtime: str, calibration: Calibration = None, int8_engine: str = "auto") -> nn.Module:
+    """detkit.runtimes.optimize(model, runtime, calibration, int8_engine), a folder
+    or glob of calibration images expanded to their paths; .classes and .config kept."""
+    result = runtimes.optimize(model, runtime, calibration_inputs(calibration), int8_engine)
     for attribute in ("classes", "config"):
         if hasattr(model, attribute) and not hasattr(result, attribute):
             setattr(result, attribute, getattr(model, attribute))

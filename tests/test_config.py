@@ -153,7 +153,7 @@ def test_every_config_builds_its_model(path):
 
 
 SHAPES_RCNN_CONFIGS = ["fasterrcnn_shapes", "maskrcnn_shapes", "fasterrcnn_c4_shapes", "fastrcnn_shapes",
-                       "rcnn_shapes", "tinyssd_shapes"]
+                       "rcnn_shapes", "tinyssd_shapes", "ssdlite_shapes"]
 
 
 @pytest.mark.parametrize("name", SHAPES_RCNN_CONFIGS)

@@ -4,7 +4,7 @@ fasterrcnn_mobilenet_v3_large_fpn and fasterrcnn_mobilenet_v3_large_320_fpn
 people deploy. `width` scales every channel count for small models."""
 from __future__ import annotations
 
-from typing import Optional
+from typing import Optional, Sequence
 
 from .. import ops
 from ..modeling.backbones import MobileNetV3Large
@@ -31,7 +31,7 @@ FPN_ANCHOR_SIZES = (32, 64, 128, 256, 512)  # every size on each of the 3 maps, 
 
 @register("ssdlite320_mobilenet_v3_large")
 def ssdlite320_mobilenet_v3_large(num_classes: int = 91, *, width: float = 1.0, size: int = 320,
-                                  backbone_weights: Optional[PathLike] = None, trainable_backbone_layers: int = 6,
+                                  scales: Optional[Sequence[float]] = None, backbone_weights: Optional[PathLike] = None, trainable_backbone_layers: int = 6,
                                   detector: SSDOptions = SSDLITE) -> SSD:
     """SSDlite on MobileNetV3-Large at 320x320, torchvision's
     ssdlite320_mobilenet_v3_large; torchvision's published COCO box AP is 21.3.
@@ -39,14 +39,17 @@ def ssdlite320_mobilenet_v3_large(num_classes: int = 91, *, width: float = 1.0, 
     As torchvision: without backbone_weights the C4 stage is halved (the
     "reduced tail" its COCO checkpoint has) and every conv drawn from N(0, 0.03);
     inputs are scaled to [-1, 1] (mean = std = 0.5), ImageNet weights or not.
-    `width` scales the body (multiples of 8) and the extra blocks."""
+    `width` scales the body (multiples of 8) and the extra blocks. `scales`
+    (one default-box size per map plus one, fractions of the input) replaces
+    torchvision's linear 0.2-0.95 spread, e.g. for objects smaller than COCO's."""
     body = MobileNetV3Large(width, reduced_tail=backbone_weights is None, eps=0.001, momentum=0.03,
                             trainable_layers=trainable_backbone_layers)
     if backbone_weights is None:
         normal_init(body)
     load_backbone_weights(body, backbone_weights)
     backbone = SSDLiteFeatureExtractor(body, width=width)
-    anchors, settings = default_boxes(detector, [[2, 3] for _ in range(6)], min_ratio=0.2, max_ratio=0.95)
+    spread = {"scales": list(scales)} if scales is not None else {"min_ratio": 0.2, "max_ratio": 0.95}
+    anchors, settings = default_boxes(detector, [[2, 3] for _ in range(6)], **spread)
     head = SSDLiteHead(backbone.out_channels, anchors.num_anchors_per_location(), num_classes)
     return SSD(backbone, anchors, (size, size), num_classes, image_mean=(0.5, 0.5, 0.5), image_std=(0.5, 0.5, 0.5),
                head=head, **settings)

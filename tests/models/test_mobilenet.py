@@ -363,3 +363,21 @@ def test_any_width_trains_and_detects(name):
     with torch.no_grad():
         detections = model.eval()([torch.rand(3, 120, 150)])[0]
     assert detections["boxes"].shape[1] == 4 and len(detections["labels"]) == len(detections["scores"])
+
+
+def test_ssdlite_scales_set_each_maps_default_box_size():
+    """`scales`: the square box of map k is scales[k] of the input a side (SSD's s_k), in place of
+    torchvision's linear 0.2-0.95 spread; the extra square box is sqrt(s_k * s_{k+1})."""
+    scales = [0.12, 0.2, 0.32, 0.46, 0.6, 0.75, 0.9]
+    model = models.build(SSDLITE, num_classes=4, width=0.25, size=128, scales=scales).eval()
+    features = list(model.backbone(torch.zeros(1, 3, 128, 128)).values())
+    from torchvision.models.detection.image_list import ImageList
+
+    boxes = model.anchor_generator(ImageList(torch.zeros(1, 3, 128, 128), [(128, 128)]), features)[0]
+    sides = boxes[:, 2:] - boxes[:, :2]
+    start = 0
+    for k, (feature, count) in enumerate(zip(features, model.anchor_generator.num_anchors_per_location())):
+        first = sides[start:start + count] / 128  # the boxes of the map's first location, before any clipping
+        start += feature.shape[-2] * feature.shape[-1] * count
+        assert torch.allclose(first[0], torch.tensor([scales[k]] * 2), atol=1e-5)
+        assert torch.allclose(first[1], torch.tensor([(scales[k] * scales[k + 1]) ** 0.5] * 2), atol=1e-5)

@@ -6,7 +6,10 @@ config uses it), 500 images. Boxes always, masks too for a mask model.
     python benchmarks/heldout.py work_dirs/maskrcnn_shapes/last.pth --images 500 --seed 7
 
 The validation split is what configs are tuned on; this number is the one
-that says whether the recipe generalises.
+that says whether the recipe generalises. Each runtime is also timed on one
+held-out image at the model's own input size (--threads threads, median of
+--time-runs calls after 3 warm-up calls), beside the machine's GEMM figures:
+an accuracy-against-latency table to choose a model and runtime from.
 """
 from __future__ import annotations
 
@@ -14,8 +17,12 @@ import argparse
 import dataclasses
 import json
 import os
+import statistics
 import sys
 import tempfile
+import time
+
+import torch
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
@@ -35,6 +42,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                              "int8:onnxruntime choose int8's engine")
     parser.add_argument("--calibration", type=int, default=32,
                         help="training images that calibrate int8 (default: %(default)s)")
+    parser.add_argument("--threads", type=int, default=2, help="torch threads (default: %(default)s)")
+    parser.add_argument("--time-runs", type=int, default=30, help="timed calls per runtime (default: %(default)s)")
     return parser.parse_args(argv)
 
 
@@ -61,9 +70,9 @@ def calibration_images(config, count: int) -> list[str]:
 
 
 def score(checkpoint: str, root: str, images: int, seed: int, runtime: str = "eager",
-          calibration: int = 32) -> dict[str, dict[str, float]]:
-    """{"bbox": stats, "segm"?: stats} of the checkpoint, run by `runtime` (int8:
-    calibrated on `calibration` training images), on the fresh set."""
+          calibration: int = 32, time_runs: int = 30) -> tuple[dict[str, dict[str, float]], float]:
+    """({"bbox": stats, "segm"?: stats}, ms per image) of the checkpoint, run by
+    `runtime` (int8: calibrated on `calibration` training images), on the fresh set."""
     from detkit.api import load_model, optimized
     from detkit.engine.report import evaluate_model
 
@@ -82,22 +91,45 @@ def score(checkpoint: str, root: str, images: int, seed: int, runtime: str = "ea
             print(report)
             with open(os.path.join(out, "metrics.json")) as f:
                 results[iou_type] = json.load(f)["stats"]
-    return results
+    first = os.path.join(paths.image_root, sorted(os.listdir(paths.image_root))[0])
+    return results, milliseconds(model, first, time_runs)
+
+
+@torch.no_grad()
+def milliseconds(model, path: str, runs: int) -> float:
+    """Median wall time of model([image]) on the image at `path`, after 3 warm-up calls."""
+    from detkit.api import to_tensor
+
+    image = to_tensor(path)
+    for _ in range(3):
+        model([image])
+    seconds = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        model([image])
+        seconds.append(time.perf_counter() - start)
+    return statistics.median(seconds) * 1e3
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    results = {runtime: score(args.checkpoint, args.root, args.images, args.seed, runtime, args.calibration)
-               for runtime in args.runtimes}
-    print(f"\nheld-out Shapes set (seed {args.seed}, {args.images} images): {args.checkpoint}")
-    print("| runtime | iou type | AP50 | AP | AP75 | AP change vs the first runtime | AP50 change |\n"
-          "|---|---|---:|---:|---:|---:|---:|")
-    first = results[args.runtimes[0]]
-    for runtime, by_type in results.items():
+    from detkit.runtimes import has_bfloat16_hardware, machine
+
+    torch.set_num_threads(args.threads)
+    results = {runtime: score(args.checkpoint, args.root, args.images, args.seed, runtime, args.calibration,
+                              args.time_runs) for runtime in args.runtimes}
+    gemm = f"fp32 {machine.gemm_gflops():.0f}" + \
+        (f", bf16 {machine.gemm_gflops(dtype=torch.bfloat16):.0f}" if has_bfloat16_hardware() else "")
+    print(f"\nheld-out Shapes set (seed {args.seed}, {args.images} images): {args.checkpoint}; ms: one image, "
+          f"{args.threads} threads, median of {args.time_runs}; GEMM peak {gemm} GFLOP/s")
+    print("| runtime | iou type | AP50 | AP | AP75 | AP change vs the first runtime | AP50 change | ms / image |\n"
+          "|---|---|---:|---:|---:|---:|---:|---:|")
+    first = results[args.runtimes[0]][0]
+    for runtime, (by_type, ms) in results.items():
         for iou_type, stats in by_type.items():
             change, change50 = (100 * (stats[key] - first[iou_type][key]) for key in ("AP", "AP50"))
             print(f"| {runtime} | {iou_type} | {stats['AP50']:.3f} | {stats['AP']:.3f} | {stats['AP75']:.3f} | "
-                  f"{change:+.3f} points | {change50:+.3f} points |")
+                  f"{change:+.3f} points | {change50:+.3f} points | {ms:.1f} |")
     return 0
 
 

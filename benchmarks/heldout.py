@@ -17,10 +17,8 @@ import argparse
 import dataclasses
 import json
 import os
-import statistics
 import sys
 import tempfile
-import time
 
 import torch
 
@@ -99,16 +97,10 @@ def score(checkpoint: str, root: str, images: int, seed: int, runtime: str = "ea
 def milliseconds(model, path: str, runs: int) -> float:
     """Median wall time of model([image]) on the image at `path`, after 3 warm-up calls."""
     from detkit.api import to_tensor
+    from detkit.runtimes.machine import median_milliseconds
 
     image = to_tensor(path)
-    for _ in range(3):
-        model([image])
-    seconds = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        model([image])
-        seconds.append(time.perf_counter() - start)
-    return statistics.median(seconds) * 1e3
+    return median_milliseconds(lambda: model([image]), runs, warmup=3)
 
 
 def main(argv=None) -> int:

@@ -217,7 +217,8 @@ def openvino_peer(theirs: torch.nn.Module, paths: list[str], images, precision: 
 def peers(theirs, paths: list[str], images, precisions: list[str]) -> dict:
     """The models a user would run instead of detkit: torchvision eager in both layouts, and its
     OpenVINO-converted twin at each precision (when openvino is installed)."""
-    found = {"torchvision eager (NCHW)": theirs, "torchvision eager (channels-last)": ChannelsLast(copy.deepcopy(theirs))}
+    found = {"torchvision eager (NCHW)": theirs,
+             "torchvision eager (channels-last)": ChannelsLast(copy.deepcopy(theirs))}
     try:
         import openvino  # noqa: F401
     except ImportError:
@@ -330,7 +331,8 @@ def main() -> int:
             errors = {runtime: dense_error(reference_dense, dense_outputs(model, paths, images))
                       for runtime, model in optimized.items()}
             fractions = {runtime: matched_fraction(reference[0], model(images)[0], args.compare,
-                                                   MATCH_IOU.get(runtime, 0.95)) for runtime, model in optimized.items()}
+                                                   MATCH_IOU.get(runtime, 0.95))
+                         for runtime, model in optimized.items()}
             every = {**others, **optimized}
             timers = {label: DenseTimer(model, paths) for label, model in every.items()}
             fns = {label: timers[label].timed(lambda m=model: m(images)) for label, model in every.items()}
@@ -350,8 +352,8 @@ def main() -> int:
         if checks:
             ok &= checks["torchvision"]
         for label in others:
-            print(row(label, "the peer" if label.startswith("OpenVINO") else
-                      ("agree" if checks["torchvision"] else "DIFFER"), precision="bf16" if "bf16" in label else "fp32"))
+            verdict = "the peer" if label.startswith("OpenVINO") else ("agree" if checks["torchvision"] else "DIFFER")
+            print(row(label, verdict, precision="bf16" if "bf16" in label else "fp32"))
         for runtime in optimized:
             tolerance = DENSE_TOLERANCE[runtime]
             good = tolerance is None or errors[runtime] <= tolerance

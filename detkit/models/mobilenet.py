@@ -31,7 +31,8 @@ FPN_ANCHOR_SIZES = (32, 64, 128, 256, 512)  # every size on each of the 3 maps, 
 
 @register("ssdlite320_mobilenet_v3_large")
 def ssdlite320_mobilenet_v3_large(num_classes: int = 91, *, width: float = 1.0, size: int = 320,
-                                  scales: Optional[Sequence[float]] = None, backbone_weights: Optional[PathLike] = None, trainable_backbone_layers: int = 6,
+                                  scales: Optional[Sequence[float]] = None,
+                                  backbone_weights: Optional[PathLike] = None, trainable_backbone_layers: int = 6,
                                   detector: SSDOptions = SSDLITE) -> SSD:
     """SSDlite on MobileNetV3-Large at 320x320, torchvision's
     ssdlite320_mobilenet_v3_large; torchvision's published COCO box AP is 21.3.

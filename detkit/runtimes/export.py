@@ -137,7 +137,8 @@ def export_dynamic(model: nn.Module, path: Union[str, os.PathLike], input_type: 
     device = next(model.parameters()).device
     generator = torch.Generator().manual_seed(0)
     if input_type == "uint8":
-        example, axes = torch.randint(0, 256, (97, 131, 3), generator=generator, dtype=torch.uint8), {0: "height", 1: "width"}
+        example = torch.randint(0, 256, (97, 131, 3), generator=generator, dtype=torch.uint8)
+        axes = {0: "height", 1: "width"}
     else:
         example, axes = torch.rand(3, 97, 131, generator=generator), {1: "height", 2: "width"}
     names = ["boxes", "scores", "labels"]

@@ -33,14 +33,13 @@ import logging
 import os
 import platform
 import tempfile
-import statistics
-import time
 from typing import Iterable, Optional, Sequence
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
+from .machine import median_milliseconds
 from .ort import ExportedPart, OrtModule, export_onnx, import_onnxruntime
 from .parts import replace_dense_parts
 
@@ -101,13 +100,7 @@ def _ort_ready(raise_error: bool = False) -> bool:
 @torch.no_grad()
 def _milliseconds(model: nn.Module, image: Tensor) -> float:
     """Median wall time of `model` on one image, after a warm-up call."""
-    model([image])
-    seconds = []
-    for _ in range(TIMING_RUNS):
-        start = time.perf_counter()
-        model([image])
-        seconds.append(time.perf_counter() - start)
-    return statistics.median(seconds) * 1e3
+    return median_milliseconds(lambda: model([image]), TIMING_RUNS)
 
 
 def calibration_images(items: Sequence) -> list[Tensor]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import statistics
 import time
+from typing import Callable
 
 import torch
 
@@ -37,3 +38,15 @@ def gemm_gflops(n: int = GEMM_SIZE, repeats: int = 5, dtype: torch.dtype = torch
         torch.mm(a, b)
         seconds.append(time.perf_counter() - start)
     return 2 * n ** 3 / statistics.median(seconds) / 1e9
+
+
+def median_milliseconds(fn: Callable[[], object], runs: int, warmup: int = 1) -> float:
+    """Median wall time of fn() over `runs` calls, after `warmup` untimed ones, in ms."""
+    for _ in range(warmup):
+        fn()
+    seconds = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        fn()
+        seconds.append(time.perf_counter() - start)
+    return statistics.median(seconds) * 1e3

@@ -17,6 +17,7 @@ import argparse
 import dataclasses
 import json
 import os
+import statistics
 import sys
 import tempfile
 
@@ -68,8 +69,8 @@ def calibration_images(config, count: int) -> list[str]:
 
 
 def score(checkpoint: str, root: str, images: int, seed: int, runtime: str = "eager",
-          calibration: int = 32, time_runs: int = 30) -> tuple[dict[str, dict[str, float]], float]:
-    """({"bbox": stats, "segm"?: stats}, ms per image) of the checkpoint, run by
+          calibration: int = 32, time_runs: int = 30) -> tuple[dict[str, dict[str, float]], tuple[float, float]]:
+    """({"bbox": stats, "segm"?: stats}, (ms per image, of which in the dense part)) of the checkpoint, run by
     `runtime` (int8: calibrated on `calibration` training images), on the fresh set."""
     from detkit.api import load_model, optimized
     from detkit.engine.report import evaluate_model
@@ -94,13 +95,22 @@ def score(checkpoint: str, root: str, images: int, seed: int, runtime: str = "ea
 
 
 @torch.no_grad()
-def milliseconds(model, path: str, runs: int) -> float:
-    """Median wall time of model([image]) on the image at `path`, after 3 warm-up calls."""
+def milliseconds(model, path: str, runs: int) -> tuple[float, float]:
+    """(median wall time of model([image]) on the image at `path`, after 3 warm-up calls; the median
+    time inside its dense part, detkit.runtimes.parts, NaN for a model type without one), in ms."""
+    from benchmarks.runtimes import DenseTimer
     from detkit.api import to_tensor
     from detkit.runtimes.machine import median_milliseconds
+    from detkit.runtimes.parts import dense_parts
 
     image = to_tensor(path)
-    return median_milliseconds(lambda: model([image]), runs, warmup=3)
+    try:
+        timer = DenseTimer(model, dense_parts(model))
+    except ValueError:  # no dense part known (TinySSD)
+        return median_milliseconds(lambda: model([image]), runs, warmup=3), float("nan")
+    run = timer.timed(lambda: model([image]))
+    whole = median_milliseconds(run, runs, warmup=3)
+    return whole, statistics.median(timer.per_call[3:]) * 1e3
 
 
 def main(argv=None) -> int:
@@ -114,14 +124,14 @@ def main(argv=None) -> int:
         (f", bf16 {machine.gemm_gflops(dtype=torch.bfloat16):.0f}" if has_bfloat16_hardware() else "")
     print(f"\nheld-out Shapes set (seed {args.seed}, {args.images} images): {args.checkpoint}; ms: one image, "
           f"{args.threads} threads, median of {args.time_runs}; GEMM peak {gemm} GFLOP/s")
-    print("| runtime | iou type | AP50 | AP | AP75 | AP change vs the first runtime | AP50 change | ms / image |\n"
-          "|---|---|---:|---:|---:|---:|---:|---:|")
+    print("| runtime | iou type | AP50 | AP | AP75 | AP change vs the first runtime | AP50 change | ms / image | "
+          "of which dense part |\n|---|---|---:|---:|---:|---:|---:|---:|---:|")
     first = results[args.runtimes[0]][0]
-    for runtime, (by_type, ms) in results.items():
+    for runtime, (by_type, (ms, dense_ms)) in results.items():
         for iou_type, stats in by_type.items():
             change, change50 = (100 * (stats[key] - first[iou_type][key]) for key in ("AP", "AP50"))
             print(f"| {runtime} | {iou_type} | {stats['AP50']:.3f} | {stats['AP']:.3f} | {stats['AP75']:.3f} | "
-                  f"{change:+.3f} points | {change50:+.3f} points | {ms:.1f} |")
+                  f"{change:+.3f} points | {change50:+.3f} points | {ms:.1f} | {dense_ms:.1f} |")
     return 0
 
 

@@ -41,7 +41,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                              "int8:onnxruntime choose int8's engine")
     parser.add_argument("--calibration", type=int, default=32,
                         help="training images that calibrate int8 (default: %(default)s)")
-    parser.add_argument("--threads", type=int, default=2, help="torch threads (default: %(default)s)")
+    parser.add_argument("--threads", type=int, default=2,
+                        help="torch threads, for the evaluation and the timing (default: %(default)s)")
     parser.add_argument("--time-runs", type=int, default=30, help="timed calls per runtime (default: %(default)s)")
     return parser.parse_args(argv)
 

@@ -46,6 +46,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import importlib.util
 import os
 import statistics
 import sys
@@ -291,8 +292,9 @@ def main() -> int:
     torch.set_num_threads(args.threads)
     table = SMOKE if args.smoke else MODELS
     bf16_hardware = runtimes.has_bfloat16_hardware()
+    has_openvino = importlib.util.find_spec("openvino") is not None
     chosen = args.runtimes if args.runtimes is not None else \
-        [r for r in RUNTIMES if "bf16" not in r or bf16_hardware]
+        [r for r in RUNTIMES if ("bf16" not in r or bf16_hardware) and (has_openvino or "openvino" not in r)]
     names = args.models or list(table)
     height, width = (128, 160) if args.smoke else (480, 640)
     generator = torch.Generator().manual_seed(0)
@@ -334,7 +336,8 @@ def main() -> int:
                                                    MATCH_IOU.get(runtime, 0.95))
                          for runtime, model in optimized.items()}
             every = {**others, **optimized}
-            timers = {label: DenseTimer(model, paths) for label, model in every.items()}
+            timers = {label: DenseTimer(model.model if isinstance(model, ChannelsLast) else model, paths)
+                      for label, model in every.items()}
             fns = {label: timers[label].timed(lambda m=model: m(images)) for label, model in every.items()}
             times = alternate(fns, args.repeats)
         dense = {label: statistics.median(timer.per_call[1:]) for label, timer in timers.items()}

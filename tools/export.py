@@ -30,11 +30,14 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--opset", type=int, default=17)
     parser.add_argument("--dynamic", action="store_true",
                         help="ONNX for images of any size, pre- and post-processing inside (SSD models)")
-    parser.add_argument("--input", choices=["uint8", "float"], default="uint8",
+    parser.add_argument("--input", choices=["uint8", "float"],
                         help="--dynamic's input: uint8 [H, W, 3] RGB or float [3, H, W] in [0, 1] (default: uint8)")
     args = parser.parse_args(argv)
     if args.dynamic and (args.format != "onnx" or args.size):
         parser.error("--dynamic writes ONNX for any image size: it takes neither --format torchscript nor --size")
+    if args.input and not args.dynamic:
+        parser.error("--input is --dynamic's (the fixed-size graph takes float [3, H, W])")
+    args.input = args.input or "uint8"
     return args
 
 

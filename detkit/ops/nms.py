@@ -80,11 +80,13 @@ def nms(boxes: Tensor, scores: Tensor, iou_threshold: float) -> Tensor:
         int64 Tensor[K]: indices of the kept boxes, by decreasing score.
     """
     boxes, scores, iou_threshold = _check_nms_inputs(boxes, scores, iou_threshold)
+    # Traced before the empty case: a Python branch on the box count would freeze the example's answer
+    # into the graph. ONNX NonMaxSuppression takes zero boxes; ties may order differently.
+    if _ext._tracing():
+        return _torchvision_nms(boxes.detach(), scores.detach(), iou_threshold)
     if boxes.shape[0] == 0:
         return torch.empty(0, dtype=torch.int64, device=boxes.device)
     boxes, scores = boxes.detach(), scores.detach()
-    if _ext._tracing():  # one exportable op (ONNX NonMaxSuppression); ties may order differently
-        return _torchvision_nms(boxes, scores, iou_threshold)
     if not _ext.compiled("cpp", boxes, scores):
         return _nms_torchvision(boxes, scores, iou_threshold)
     return torch.from_numpy(_ext.cpp.nms(as_numpy(boxes), as_numpy(scores), iou_threshold))
@@ -139,11 +141,11 @@ def batched_nms(boxes: Tensor, scores: Tensor, idxs: Tensor, iou_threshold: floa
     """
     boxes, scores, iou_threshold = _check_nms_inputs(boxes, scores, iou_threshold)
     _check_idxs(idxs, boxes.shape[0])
+    if _ext._tracing():  # scripted: its empty case is a graph branch, not the example's (see nms)
+        return _batched_nms_traced(boxes.detach(), scores.detach(), idxs, iou_threshold)
     if boxes.shape[0] == 0:
         return torch.empty(0, dtype=torch.int64, device=boxes.device)
     boxes, scores = boxes.detach(), scores.detach()
-    if _ext._tracing():
-        return _batched_nms_traced(boxes, scores, idxs, iou_threshold)
     if not _ext.compiled("cpp", boxes, scores, idxs):
         return _batched_nms_torchvision(boxes, scores, idxs, iou_threshold)
     keep = _ext.cpp.batched_nms(as_numpy(boxes), as_numpy(scores), as_numpy(idxs.long()), iou_threshold)

@@ -24,7 +24,7 @@ import copy
 import importlib.util
 import os
 import warnings
-from typing import Sequence, Union
+from typing import Optional, Sequence, Union
 
 import torch
 from torch import Tensor, nn
@@ -123,24 +123,26 @@ class SelfContainedSSD(nn.Module):
 
 
 def export_dynamic(model: nn.Module, path: Union[str, os.PathLike], input_type: str = "uint8",
-                   opset: int = 17) -> str:
+                   opset: int = 17, example: Optional[Tensor] = None) -> str:
     """Writes `model` (an SSD) to `path` as one ONNX graph for images of any
     size (see the module docstring and SelfContainedSSD); the file appears
     only once complete. Inputs: "image" (uint8 [H, W, 3] or float [3, H, W]);
-    outputs: "boxes", "scores", "labels"."""
+    outputs: "boxes", "scores", "labels". example: the image traced (random
+    97x131 pixels of input_type by default); the graph does not depend on
+    what it holds, nor on whether the model finds anything in it."""
     if importlib.util.find_spec("onnx") is None:
         raise ValueError("ONNX export needs the onnx package: pip install 'detkit[export]'")
     if not isinstance(model, SSD):
-        raise ValueError(f"--dynamic export takes SSD models (ssd300_*, ssd512_vgg16, ssdlite320_mobilenet_v3_large); "
-                         f"a {type(model).__name__} needs a fixed size for now: export without --dynamic")
+        raise ValueError(f"export_dynamic (--dynamic) takes SSD models (ssd300_*, ssd512_vgg16, "
+                         f"ssdlite320_mobilenet_v3_large); a {type(model).__name__} needs a fixed size for now: "
+                         "export_model (tools/export.py without --dynamic)")
     wrapper = SelfContainedSSD(model, input_type)
     device = next(model.parameters()).device
     generator = torch.Generator().manual_seed(0)
-    if input_type == "uint8":
-        example = torch.randint(0, 256, (97, 131, 3), generator=generator, dtype=torch.uint8)
-        axes = {0: "height", 1: "width"}
-    else:
-        example, axes = torch.rand(3, 97, 131, generator=generator), {1: "height", 2: "width"}
+    axes = {0: "height", 1: "width"} if input_type == "uint8" else {1: "height", 2: "width"}
+    if example is None:
+        example = torch.randint(0, 256, (97, 131, 3), generator=generator, dtype=torch.uint8) \
+            if input_type == "uint8" else torch.rand(3, 97, 131, generator=generator)
     names = ["boxes", "scores", "labels"]
     with atomic_write(path, "wb") as f, warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore", torch.jit.TracerWarning)  # the constant network size is meant

@@ -7,8 +7,10 @@ calibrated on the same images:
   own int8 kernels (see detkit.runtimes.int8_torch).
 
 engine="auto" (the default) builds both where both are available, times
-each copy on the first calibration image and keeps the faster: which wins
-depends on the model and the CPU. The copy's `int8_engine` names the one kept
+the copies in turn on the first calibration image and keeps the faster:
+which wins depends on the model and the CPU (pin one with engine= for
+results that do not depend on a timing). An engine that fails on the model
+is skipped with a warning. The copy's `int8_engine` names the one kept
 and `int8_timings` holds the measured milliseconds.
 
 The ONNX Runtime engine:
@@ -31,17 +33,19 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import platform
+import statistics
 import tempfile
+import time
+import warnings
 from typing import Iterable, Optional, Sequence
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
-from .machine import median_milliseconds
+from .machine import has_vnni
 from .ort import ExportedPart, OrtModule, export_onnx, import_onnxruntime
-from .parts import replace_dense_parts
+from .parts import dense_parts, replace_dense_parts
 
 __all__ = ["optimize_int8", "calibration_images", "quantize_part", "INT8_ENGINES"]
 
@@ -55,7 +59,7 @@ def optimize_int8(model: nn.Module, calibration: Optional[Iterable], engine: str
     """A copy of `model` whose dense parts run in int8, calibrated on
     `calibration`, by `engine` (one of INT8_ENGINES; see the module docstring)."""
     if engine not in INT8_ENGINES:
-        raise ValueError(f"int8 engine must be one of {INT8_ENGINES}, got {engine!r}")
+        raise ValueError(f"int8_engine must be one of {INT8_ENGINES}, got {engine!r}")
     if calibration is None or isinstance(calibration, (str, os.PathLike, Tensor, np.ndarray)):
         raise ValueError(CALIBRATION_HELP)
     calibration = list(calibration)
@@ -71,13 +75,22 @@ def optimize_int8(model: nn.Module, calibration: Optional[Iterable], engine: str
     if engine == "onnxruntime" or not engines:
         _ort_ready(raise_error=True)
     images = calibration_images(calibration)
+    dense_parts(model, "int8")  # an unknown model type fails before any engine is tried
     quantizers = {"onnxruntime": lambda part, inputs: OrtModule(quantize_part(part, inputs)),
                   "torch": quantize_part_torch}
-    built = {name: replace_dense_parts(model, "int8", quantizers[name], images=images) for name in engines}
-    for name, twin in built.items():
-        twin.int8_engine = name
-    timings = {name: _milliseconds(twin, images[0]) for name, twin in built.items()} if len(built) > 1 else {}
-    fastest = built[min(timings, key=timings.get) if timings else engines[0]]
+    built = {}
+    for name in engines:
+        try:
+            built[name] = replace_dense_parts(model, "int8", quantizers[name], images=images)
+        except Exception as exc:  # auto: one engine that cannot take this model leaves the other
+            if engine != "auto" or (name == engines[-1] and not built):
+                raise
+            warnings.warn(f"int8: the {name} engine failed on this model ({type(exc).__name__}: {exc}); "
+                          "the other is used")
+        else:
+            built[name].int8_engine = name
+    timings = _milliseconds(built, images[0]) if len(built) > 1 else {}
+    fastest = built[min(timings, key=timings.get) if timings else next(iter(built))]
     fastest.int8_timings = timings
     return fastest
 
@@ -98,9 +111,18 @@ def _ort_ready(raise_error: bool = False) -> bool:
 
 
 @torch.no_grad()
-def _milliseconds(model: nn.Module, image: Tensor) -> float:
-    """Median wall time of `model` on one image, after a warm-up call."""
-    return median_milliseconds(lambda: model([image]), TIMING_RUNS)
+def _milliseconds(models: dict[str, nn.Module], image: Tensor) -> dict[str, float]:
+    """Median ms of each model on one image over TIMING_RUNS rounds that call
+    every model in turn (a busy spell slows all alike), after a warm-up round."""
+    for model in models.values():
+        model([image])
+    seconds = {name: [] for name in models}
+    for _ in range(TIMING_RUNS):
+        for name, model in models.items():
+            start = time.perf_counter()
+            model([image])
+            seconds[name].append(time.perf_counter() - start)
+    return {name: statistics.median(values) * 1e3 for name, values in seconds.items()}
 
 
 def calibration_images(items: Sequence) -> list[Tensor]:
@@ -190,12 +212,3 @@ def _quiet_root_logger():
         yield
     finally:
         root.removeFilter(advice)
-
-
-def has_vnni() -> bool:
-    """Whether this CPU has the int8 dot-product instructions (or is not x86, where the question does not arise)."""
-    if platform.machine().lower() not in ("x86_64", "amd64", "i386", "i686"):
-        return True
-    from .machine import cpu_flags
-
-    return bool(cpu_flags() & {"avx512_vnni", "avx_vnni", "amx_int8"})

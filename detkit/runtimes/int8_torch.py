@@ -13,7 +13,9 @@ A part that FX cannot trace whole (a head that loops over a list of feature
 maps, as the SSD heads do) is quantised one traceable child at a time, and
 keeps its own Python forward around them. The RPN head stays float
 (FLOAT_PARTS). Each quantised unit takes and returns float tensors, so the
-rest of the detector is unchanged.
+rest of the detector is unchanged. The copy deep-copies but does not
+pickle: torch 2.14.1 cannot unpickle an FX GraphModule that holds quantized
+Conv2d modules (use engine="onnxruntime" where a model must be pickled).
 """
 from __future__ import annotations
 
@@ -26,6 +28,7 @@ from torch import nn
 from torch.utils import _pytree as pytree
 
 from ..modeling.rpn import RPNHead
+from .machine import has_vnni
 
 __all__ = ["torch_int8_available", "quantize_part_torch"]
 
@@ -67,8 +70,6 @@ def qconfig_mapping():
     saturation of the u8 x s8 kernels without it, and cost Faster R-CNN 5 of 26 matches at IoU 0.8)."""
     from torch.ao.quantization import MinMaxObserver, QConfig, get_default_qconfig_mapping
 
-    from .int8 import has_vnni
-
     mapping = get_default_qconfig_mapping(BACKEND)
     default = mapping.global_qconfig
     activation = MinMaxObserver.with_args(**{**default.activation.p.keywords, "reduce_range": not has_vnni()})
@@ -99,15 +100,18 @@ def quantize_part_torch(part: nn.Module, inputs: list[tuple]) -> nn.Module:
 
 
 class QuantizedPart(nn.Module):
-    """A part whose units are quantised GraphModules: float in and out, run with the x86 backend."""
+    """A part whose units are quantised GraphModules, float in and out. Their
+    weights were packed for the x86 backend at convert; the kernels follow
+    the packed weights, not torch.backends.quantized.engine at call time (the
+    same detections under qnnpack, onednn and fbgemm), so calls leave that
+    process-wide setting alone."""
 
     def __init__(self, part: nn.Module):
         super().__init__()
         self.part = part
 
     def forward(self, *args):
-        with _backend(BACKEND):
-            return self.part(*pytree.tree_map(_contiguous, args))
+        return self.part(*pytree.tree_map(_contiguous, args))
 
 
 def _contiguous(t):
@@ -116,7 +120,7 @@ def _contiguous(t):
 
 @contextlib.contextmanager
 def _backend(name: str):
-    """torch.backends.quantized.engine set to `name` inside, restored after."""
+    """torch.backends.quantized.engine set to `name` inside (prepare and convert pack for it), restored after."""
     previous = torch.backends.quantized.engine
     torch.backends.quantized.engine = name
     try:

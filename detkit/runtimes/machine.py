@@ -3,6 +3,7 @@ differ (one 2-core box trains the default config 1.7x slower than another)."""
 from __future__ import annotations
 
 import functools
+import platform
 import statistics
 import time
 from typing import Callable
@@ -50,3 +51,10 @@ def median_milliseconds(fn: Callable[[], object], runs: int, warmup: int = 1) ->
         fn()
         seconds.append(time.perf_counter() - start)
     return statistics.median(seconds) * 1e3
+
+
+def has_vnni() -> bool:
+    """Whether this CPU has the int8 dot-product instructions (or is not x86, where the question does not arise)."""
+    if platform.machine().lower() not in ("x86_64", "amd64", "i386", "i686"):
+        return True
+    return bool(cpu_flags() & {"avx512_vnni", "avx_vnni", "amx_int8"})

@@ -26,7 +26,7 @@ MAX_CAPTURED_BATCH = 16  # inputs kept per call when capturing (R-CNN's body see
 
 
 def dense_parts(model: nn.Module, runtime: str = "onnxruntime") -> list[str]:
-    """The dotted paths of `model`'s submodules that run in ONNX Runtime."""
+    """The dotted paths of `model`'s dense submodules, which the runtimes replace."""
     if isinstance(model, SSD):
         return ["backbone", "head"]
     if isinstance(model, FasterRCNN):
@@ -74,8 +74,6 @@ def capture_inputs(model: nn.Module, paths: Iterable[str], images: Sequence[Tens
         if not inputs:
             raise RuntimeError(f"{type(model).__name__}.{path} was not called on the images")
     return captured
-
-
 
 
 def replace_dense_parts(model: nn.Module, runtime: str, replace: Callable[[nn.Module, list], nn.Module],

@@ -28,7 +28,7 @@ def he_initialised(model: nn.Module, seed: int = 0) -> nn.Module:
 
 @pytest.fixture(scope="module")
 def shapes_images(tmp_path_factory):
-    """Four Shapes images as uint8 [H, W, 3] RGB arrays, one per (size, image) pair drawn from SIZES."""
+    """Three Shapes images as uint8 [H, W, 3] RGB arrays, resized to SIZES."""
     import os
 
     import cv2
@@ -114,9 +114,31 @@ def test_openvino_reads_and_runs_the_same_file(exported, shapes_images):
         torch.testing.assert_close(scores, expected["scores"], atol=1e-3, rtol=0)
 
 
+def test_the_graph_finds_objects_though_the_traced_image_had_none(trained_ssd, shapes_images, tmp_path):
+    """Traced on a blank image (no candidate above the threshold), the graph still finds the objects
+    of other images, and finds nothing in a blank one: no branch on the example's count is frozen in."""
+    import copy
+
+    model = copy.deepcopy(trained_ssd)
+    model.score_thresh = 0.3
+    blank = np.zeros((90, 110, 3), np.uint8)
+    with torch.no_grad():
+        assert len(model([as_float(blank)])[0]["scores"]) == 0, "setup: the blank image has detections"
+        assert len(model([as_float(shapes_images[0])])[0]["scores"]) > 0, "setup: no objects found"
+    path = export_dynamic(model, tmp_path / "blank.onnx", example=torch.from_numpy(blank))
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    for image in (*shapes_images, blank):
+        with torch.no_grad():
+            expected = model([as_float(image)])[0]
+        got = session.run(["boxes", "scores", "labels"], {"image": image})
+        assert len(got[0]) == len(expected["scores"])
+        if len(got[0]):
+            assert_same_detections(got, expected)
+
+
 def test_a_detector_without_fixed_input_size_is_refused(tmp_path):
     model = models.build("fasterrcnn_resnet18_fpn_small", num_classes=3, min_size=64, max_size=64)
-    with pytest.raises(ValueError, match="--dynamic export takes SSD models .* a FasterRCNN needs a fixed size"):
+    with pytest.raises(ValueError, match=r"export_dynamic \(--dynamic\) takes SSD models .* a FasterRCNN needs"):
         export_dynamic(model, tmp_path / "x.onnx")
     assert not (tmp_path / "x.onnx").exists()
 

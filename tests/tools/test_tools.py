@@ -263,11 +263,15 @@ def test_export_dynamic_takes_any_image_size(checkpoint, tmp_path):
         assert np.abs(scores - reference["scores"].numpy()).max() < 1e-4
 
 
-@pytest.mark.parametrize("extra", [["--format", "torchscript"], ["--size", "64", "64"]])
-def test_export_dynamic_refuses_a_fixed_size_or_torchscript(checkpoint, extra, capsys):
+@pytest.mark.parametrize("args, message", [
+    (["--dynamic", "--format", "torchscript"], "--dynamic writes ONNX for any image size"),
+    (["--dynamic", "--size", "64", "64"], "--dynamic writes ONNX for any image size"),
+    (["--input", "float"], "--input is --dynamic's"),
+])
+def test_export_refuses_options_that_do_not_go_together(checkpoint, args, message, capsys):
     with pytest.raises(SystemExit):
-        tool("export").main([checkpoint, "--dynamic", *extra])
-    assert "--dynamic writes ONNX for any image size" in capsys.readouterr().err
+        tool("export").main([checkpoint, *args])
+    assert message in capsys.readouterr().err
 
 
 def test_errors_are_one_line_not_a_traceback(checkpoint, tmp_path):
@@ -390,7 +394,7 @@ def test_infer_with_another_runtime_writes_what_detect_gives_with_it(checkpoint,
     if runtime == "int8":  # the same engine on both sides, whichever times faster on this machine
         from detkit.runtimes import int8
 
-        monkeypatch.setattr(int8, "_milliseconds", lambda model, image: 1.0 if model.int8_engine == "torch" else 2.0)
+        monkeypatch.setattr(int8, "_milliseconds", lambda models, image: {name: len(name) for name in models})
     folder, names = val_images
     calibration = ["--calibration", folder] if runtime == "int8" else []
     # one batch of every image on both sides: reduced-precision rounding may depend on the batch

@@ -74,6 +74,9 @@ DENSE_TOLERANCE = {"eager": 0.0, "fused": 1e-4, "fused + torch.compile": 1e-4, "
 PRECISION = {"bf16": "bf16", "openvino_bf16": "bf16", "int8 (torch)": "int8", "int8 (onnxruntime)": "int8"}
 MATCH_IOU = {"int8 (torch)": 0.8, "int8 (onnxruntime)": 0.8}  # IoU for a match (0.95 else); information only
 INT8_ENGINES = ("torch", "onnxruntime")
+# SSDlite's random N(0, 0.03) weights give every anchor the same scores, so which boxes NMS keeps among
+# the ties is arbitrary: its twin check compares the dense part's outputs (1e-5) instead of detections.
+TIED_SCORES = ("ssdlite320_mobilenet_v3_large",)
 
 
 # name -> (torchvision builder or None, detkit build options)
@@ -317,7 +320,13 @@ def main() -> int:
         flops = inference_flops(ours, images)
         ours.channels_last = False  # the twin check in one layout on both sides
         with torch.no_grad():
-            checks = {"torchvision": same_detections(ours(images), theirs(images))} if theirs is not None else {}
+            if theirs is None:
+                checks = {}
+            elif name in TIED_SCORES:  # their detections are an arbitrary pick among ties: compare the network
+                checks = {"torchvision": dense_error(dense_outputs(theirs, paths, images),
+                                                     dense_outputs(ours, paths, images)) <= 1e-5}
+            else:
+                checks = {"torchvision": same_detections(ours(images), theirs(images))}
         ours.channels_last = options.get("channels_last", False)
         others = peers(theirs, paths, images, ["f32", "bf16"] if bf16_hardware else ["f32"]) if theirs else {}
         optimized = detkit_runtimes(ours, chosen, calibration)

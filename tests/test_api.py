@@ -208,7 +208,7 @@ def test_calibration_images_reach_the_runtime_as_a_list_of_paths(checkpoint, ima
     (folder / "notes.txt").write_text("not an image")
     seen = []
 
-    def optimize(model, runtime="eager", calibration=None):
+    def optimize(model, runtime="eager", calibration=None, int8_engine="auto"):
         seen.append(calibration)
         return model.eval()
 

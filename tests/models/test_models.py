@@ -26,7 +26,8 @@ OTHER_VALUE = {
     "rpn_positive_fraction": 0.3, "rpn_score_thresh": 0.01, "fg_iou_thresh": 0.55, "bg_iou_thresh": 0.4,
     "batch_size_per_image": 33, "anchor_sizes": "halve", "anchor_ratios": (0.25, 1.0, 4.0),
     "bbox_reg_weights": (1.0, 2.0, 3.0, 4.0),
-    "scales": lambda default: [s * 0.9 for s in default],
+    "scales": lambda default: [s * 0.9 for s in default] if default is not None  # None: ssdlite's linear spread
+    else [0.1, 0.2, 0.35, 0.5, 0.65, 0.8, 0.95],
     "crop_size": 96, "context": 5.0, "max_proposals": 300, "proposal_mode": "quality", "bg_iou_low": 0.05,
     "reg_iou_thresh": 0.7, "aspect_ratios": "one per map",
 }

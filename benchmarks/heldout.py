@@ -101,16 +101,16 @@ def milliseconds(model, path: str, runs: int) -> tuple[float, float]:
     time inside its dense part, detkit.runtimes.parts, NaN for a model type without one), in ms."""
     from benchmarks.runtimes import DenseTimer
     from detkit.api import to_tensor
-    from detkit.runtimes.machine import median_milliseconds
+    from detkit.runtimes.machine import alternated_medians
     from detkit.runtimes.parts import dense_parts
 
     image = to_tensor(path)
     try:
         timer = DenseTimer(model, dense_parts(model))
     except ValueError:  # no dense part known (TinySSD)
-        return median_milliseconds(lambda: model([image]), runs, warmup=3), float("nan")
+        return alternated_medians({"whole": lambda: model([image])}, runs, warmup=3)["whole"] * 1e3, float("nan")
     run = timer.timed(lambda: model([image]))
-    whole = median_milliseconds(run, runs, warmup=3)
+    whole = alternated_medians({"whole": run}, runs, warmup=3)["whole"] * 1e3
     return whole, statistics.median(timer.per_call[3:]) * 1e3
 
 

@@ -30,9 +30,7 @@ measured in the same run with the same threads).
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
-import time
 
 import torch
 import torchvision
@@ -114,14 +112,9 @@ def train_step(model, images, targets):
 
 
 def alternate(fn_ours, fn_theirs, repeats: int) -> tuple[float, float]:
-    fn_ours(), fn_theirs()  # warm up
-    ours, theirs = [], []
-    for _ in range(repeats):
-        for fn, times in ((fn_theirs, theirs), (fn_ours, ours)):
-            start = time.perf_counter()
-            fn()
-            times.append(time.perf_counter() - start)
-    return statistics.median(ours), statistics.median(theirs)
+    """Median seconds of (ours, theirs), called in turn (theirs first) after one warm-up round."""
+    medians = machine.alternated_medians({"theirs": fn_theirs, "ours": fn_ours}, repeats)
+    return medians["ours"], medians["theirs"]
 
 
 def main() -> int:

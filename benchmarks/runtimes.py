@@ -150,19 +150,6 @@ def compiled(model: torch.nn.Module, paths: list[str]) -> torch.nn.Module:
     return twin
 
 
-def alternate(fns: dict, repeats: int) -> dict:
-    """Median seconds of each function, run in turn `repeats` times after one warm-up round."""
-    for fn in fns.values():
-        fn()
-    times = {name: [] for name in fns}
-    for _ in range(repeats):
-        for name, fn in fns.items():
-            start = time.perf_counter()
-            fn()
-            times[name].append(time.perf_counter() - start)
-    return {name: statistics.median(t) for name, t in times.items()}
-
-
 def build(name: str, torchvision_builder, options: dict):
     """(detkit model, torchvision model or None), the same random weights, eval mode, NCHW."""
     torch.manual_seed(0)
@@ -348,7 +335,7 @@ def main() -> int:
             timers = {label: DenseTimer(model.model if isinstance(model, ChannelsLast) else model, paths)
                       for label, model in every.items()}
             fns = {label: timers[label].timed(lambda m=model: m(images)) for label, model in every.items()}
-            times = alternate(fns, args.repeats)
+            times = machine.alternated_medians(fns, args.repeats)
         dense = {label: statistics.median(timer.per_call[1:]) for label, timer in timers.items()}
         torchvision_best = min((times[k] for k in others if k.startswith("torchvision")), default=None)
         openvino_best = min((times[k] for k in others if k.startswith("OpenVINO")), default=None)

@@ -33,9 +33,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import statistics
 import tempfile
-import time
 import warnings
 from typing import Iterable, Optional, Sequence
 
@@ -43,7 +41,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from .machine import has_vnni
+from .machine import alternated_medians, has_vnni
 from .ort import ExportedPart, OrtModule, export_onnx, import_onnxruntime
 from .parts import dense_parts, replace_dense_parts
 
@@ -112,17 +110,9 @@ def _ort_ready(raise_error: bool = False) -> bool:
 
 @torch.no_grad()
 def _milliseconds(models: dict[str, nn.Module], image: Tensor) -> dict[str, float]:
-    """Median ms of each model on one image over TIMING_RUNS rounds that call
-    every model in turn (a busy spell slows all alike), after a warm-up round."""
-    for model in models.values():
-        model([image])
-    seconds = {name: [] for name in models}
-    for _ in range(TIMING_RUNS):
-        for name, model in models.items():
-            start = time.perf_counter()
-            model([image])
-            seconds[name].append(time.perf_counter() - start)
-    return {name: statistics.median(values) * 1e3 for name, values in seconds.items()}
+    """Median ms of each model on one image, the models called in turn (machine.alternated_medians)."""
+    fns = {name: (lambda model=model: model([image])) for name, model in models.items()}
+    return {name: seconds * 1e3 for name, seconds in alternated_medians(fns, TIMING_RUNS).items()}
 
 
 def calibration_images(items: Sequence) -> list[Tensor]:

@@ -41,16 +41,20 @@ def gemm_gflops(n: int = GEMM_SIZE, repeats: int = 5, dtype: torch.dtype = torch
     return 2 * n ** 3 / statistics.median(seconds) / 1e9
 
 
-def median_milliseconds(fn: Callable[[], object], runs: int, warmup: int = 1) -> float:
-    """Median wall time of fn() over `runs` calls, after `warmup` untimed ones, in ms."""
+def alternated_medians(fns: dict[str, Callable[[], object]], runs: int, warmup: int = 1) -> dict[str, float]:
+    """Median seconds of each function over `runs` rounds that call every
+    function in turn (a busy spell of the machine slows all alike), after
+    `warmup` untimed rounds."""
     for _ in range(warmup):
-        fn()
-    seconds = []
+        for fn in fns.values():
+            fn()
+    seconds: dict[str, list[float]] = {name: [] for name in fns}
     for _ in range(runs):
-        start = time.perf_counter()
-        fn()
-        seconds.append(time.perf_counter() - start)
-    return statistics.median(seconds) * 1e3
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            fn()
+            seconds[name].append(time.perf_counter() - start)
+    return {name: statistics.median(values) for name, values in seconds.items()}
 
 
 def has_vnni() -> bool:

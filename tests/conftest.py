@@ -60,3 +60,19 @@ def trained_ema_bf16(tmp_path_factory, shapes_root):
     work_dir = str(tmp_path_factory.mktemp("trained_ema_bf16"))
     train(config, work_dir, progress=False)
     return config, work_dir
+
+
+@pytest.fixture(scope="session")
+def overfit_maskrcnn(tmp_path_factory):
+    """maskrcnn_resnet18_fpn_small trained from scratch on 4 Shapes images
+    (128 px) for 70 steps: (model in eval mode, loss history, images,
+    targets with masks). Read-only: test_learns checks that it learned, the
+    export tests export it."""
+    import torch
+
+    from detkit.data import shapes
+    from tests.helpers import overfit
+
+    torch.manual_seed(0)
+    paths = shapes.generate(tmp_path_factory.mktemp("shapes4_masks"), num_train=4, num_val=0, image_size=128, seed=0)
+    return overfit("maskrcnn_resnet18_fpn_small", paths, 70, 2e-3, with_masks=True, min_size=128, max_size=128)

@@ -6,10 +6,11 @@
 
 By default the exported model takes one float image [3, H, W] in [0, 1] of
 exactly --size (default: the config's training size) and returns boxes,
-scores, labels (and masks). With --dynamic (ONNX, SSD models) it takes an
-image of any size, uint8 [H, W, 3] RGB (--input uint8, the default) or float
-[3, H, W] in [0, 1] (--input float), normalises and resizes it inside the
-graph and returns boxes in that image's pixels, scores and labels after NMS.
+scores, labels (and masks). With --dynamic (ONNX; SSD, Faster and Mask R-CNN)
+it takes an image of any size, uint8 [H, W, 3] RGB (--input uint8, the
+default) or float [3, H, W] in [0, 1] (--input float), normalises and resizes
+it inside the graph and returns boxes in that image's pixels, scores and
+labels after NMS, and masks [N, 1, H, W] at that size for Mask R-CNN.
 The class names are written beside it as <out>.classes.json.
 """
 from __future__ import annotations
@@ -29,7 +30,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--out", help="output file (default: the checkpoint's name with .onnx / .pt)")
     parser.add_argument("--opset", type=int, default=17)
     parser.add_argument("--dynamic", action="store_true",
-                        help="ONNX for images of any size, pre- and post-processing inside (SSD models)")
+                        help="ONNX for images of any size, pre- and post-processing inside (SSD, Faster/Mask R-CNN)")
     parser.add_argument("--input", choices=["uint8", "float"],
                         help="--dynamic's input: uint8 [H, W, 3] RGB or float [3, H, W] in [0, 1] (default: uint8)")
     args = parser.parse_args(argv)

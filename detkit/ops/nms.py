@@ -114,16 +114,15 @@ def _batched_nms_torchvision(boxes: Tensor, scores: Tensor, idxs: Tensor, iou_th
     return order[_torchvision_batched_nms(boxes[order], ranks, idxs[order], iou_threshold)]
 
 
-@torch.jit._script_if_tracing
 def _batched_nms_traced(boxes: Tensor, scores: Tensor, idxs: Tensor, iou_threshold: float) -> Tensor:
-    """torchvision's batched_nms as it runs under tracing (its coordinate trick:
-    each category's boxes shifted apart), calling the nms taken at import:
-    torchvision's own would script whatever torchvision.ops.boxes.nms is now."""
-    if boxes.numel() == 0:
-        return torch.empty((0,), dtype=torch.int64, device=boxes.device)
-    max_coordinate = boxes.max()
-    offsets = idxs.to(boxes) * (max_coordinate + torch.tensor(1).to(boxes))
-    return _torchvision_nms(boxes + offsets[:, None], scores, iou_threshold)
+    """The coordinate trick under tracing: each category's boxes shifted
+    apart by more than all boxes span, then one NMS. Branch-free, so the
+    graph holds no If on the box count: OpenVINO's If returned a stale box
+    for zero boxes. A 0 joins the extremes, so that they exist (and bound
+    the span from outside) when there are no boxes."""
+    coordinates = torch.cat((boxes.flatten(), boxes.new_zeros(1)))
+    span = coordinates.max() - coordinates.min() + 1
+    return _torchvision_nms(boxes + (idxs.to(boxes) * span)[:, None], scores, iou_threshold)
 
 
 def batched_nms(boxes: Tensor, scores: Tensor, idxs: Tensor, iou_threshold: float) -> Tensor:
@@ -141,7 +140,7 @@ def batched_nms(boxes: Tensor, scores: Tensor, idxs: Tensor, iou_threshold: floa
     """
     boxes, scores, iou_threshold = _check_nms_inputs(boxes, scores, iou_threshold)
     _check_idxs(idxs, boxes.shape[0])
-    if _ext._tracing():  # scripted: its empty case is a graph branch, not the example's (see nms)
+    if _ext._tracing():  # before the empty case, which would freeze the example's answer (see nms)
         return _batched_nms_traced(boxes.detach(), scores.detach(), idxs, iou_threshold)
     if boxes.shape[0] == 0:
         return torch.empty(0, dtype=torch.int64, device=boxes.device)

@@ -1,13 +1,13 @@
 """Exporting a detector to ONNX or TorchScript.
 
-export_dynamic writes one self-contained ONNX graph for SSD models that
-takes an image of any size, a uint8 Tensor[H, W, 3] (RGB, as decoded) or a
-float Tensor[3, H, W] in [0, 1], normalises it and resizes it to the model's
-square input inside the graph, and returns (boxes Tensor[N, 4] (x1, y1, x2,
-y2) in the input's pixels, scores Tensor[N], labels Tensor[N]) after
-per-class NMS: what a deployment needs and nothing else. Only the input's
-height and width are dynamic; an SSD's default boxes are constants because
-its network always sees the same size.
+export_dynamic writes one self-contained ONNX graph of an SSD or a
+Faster/Mask R-CNN that takes an image of any size, a uint8 Tensor[H, W, 3]
+(RGB, as decoded) or a float Tensor[3, H, W] in [0, 1], normalises and
+resizes it inside the graph, and returns (boxes Tensor[N, 4] (x1, y1, x2, y2)
+in the input's pixels, scores Tensor[N], labels Tensor[N]), plus masks
+Tensor[N, 1, H, W] for Mask R-CNN, after NMS: what a deployment needs and
+nothing else (see runtimes.self_contained). Only the input's height and
+width are dynamic.
 
 export_model writes a fixed-size graph of any detector: it takes one image, a float Tensor[3, H, W] in [0, 1] of the
 size given at export, and returns (boxes Tensor[N, 4] (x1, y1, x2, y2) in that
@@ -20,7 +20,6 @@ NonMaxSuppression.
 """
 from __future__ import annotations
 
-import copy
 import importlib.util
 import os
 import warnings
@@ -30,11 +29,9 @@ import torch
 from torch import Tensor, nn
 
 from ..io.jsonio import atomic_write
-from ..modeling.transform import ImageList
-from ..modeling.ssd import SSD
+from .self_contained import INPUT_TYPES, self_contained
 
 FORMATS = ("onnx", "torchscript")
-INPUT_TYPES = ("uint8", "float")
 
 
 class ExportWrapper(nn.Module):
@@ -81,75 +78,36 @@ def export_model(model: nn.Module, path: Union[str, os.PathLike], image_size: Se
     return os.fspath(path)
 
 
-class SelfContainedSSD(nn.Module):
-    """An SSD's whole inference on one image of any size (see export_dynamic):
-    the model's own normalisation, bilinear resize, network, box decoding,
-    per-class top-k and NMS, then boxes scaled back to the input's size.
-
-    Args:
-        model: a detkit SSD (a copy is taken, in eval mode and NCHW).
-        input_type: "uint8" for Tensor[H, W, 3] RGB, "float" for Tensor[3, H, W] in [0, 1].
-    """
-
-    def __init__(self, model: SSD, input_type: str = "uint8"):
-        super().__init__()
-        if input_type not in INPUT_TYPES:
-            raise ValueError(f"input_type must be one of {INPUT_TYPES}, got {input_type!r}")
-        self.model = copy.deepcopy(model).eval()
-        self.model.channels_last = False  # ONNX has no memory layout; the runtime picks its own
-        self.input_type = input_type
-        width, height = self.model.transform.fixed_size
-        self.network_size = (int(height), int(width))
-        self.register_buffer("anchors", self._default_boxes(), persistent=False)
-
-    @torch.no_grad()
-    def _default_boxes(self) -> Tensor:
-        """The default boxes of the network's input size (constants: every image is resized to it)."""
-        example = torch.zeros(1, 3, *self.network_size, device=next(self.model.parameters()).device)
-        features = list(self.model.backbone(example).values())
-        return self.model.anchor_generator(ImageList(example, [self.network_size]), features)[0]
-
-    def forward(self, image: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        if self.input_type == "uint8":
-            image = image.permute(2, 0, 1).float().div(255)
-        input_size = torch._shape_as_tensor(image)[1:].float()  # a graph value: (H, W) of this input
-        resized = self.model.transform.resize(self.model.transform.normalize(image))[None]
-        head_outputs = self.model.head(list(self.model.backbone(resized).values()))
-        detections = self.model.postprocess_detections(head_outputs, [self.anchors], [self.network_size])[0]
-        ratio_h, ratio_w = (input_size / torch.tensor(self.network_size, dtype=torch.float32)).unbind(0)
-        x1, y1, x2, y2 = detections["boxes"].unbind(1)  # as DetectionTransform.postprocess scales them
-        boxes = torch.stack((x1 * ratio_w, y1 * ratio_h, x2 * ratio_w, y2 * ratio_h), dim=1)
-        return boxes, detections["scores"], detections["labels"]
-
-
 def export_dynamic(model: nn.Module, path: Union[str, os.PathLike], input_type: str = "uint8",
                    opset: int = 17, example: Optional[Tensor] = None) -> str:
-    """Writes `model` (an SSD) to `path` as one ONNX graph for images of any
-    size (see the module docstring and SelfContainedSSD); the file appears
-    only once complete. Inputs: "image" (uint8 [H, W, 3] or float [3, H, W]);
-    outputs: "boxes", "scores", "labels". example: the image traced (random
-    97x131 pixels of input_type by default); the graph does not depend on
-    what it holds, nor on whether the model finds anything in it."""
+    """Writes `model` (an SSD or a Faster/Mask R-CNN) to `path` as one ONNX
+    graph for images of any size (see the module docstring); the file
+    appears only once complete. Inputs: "image" (uint8 [H, W, 3] or float
+    [3, H, W]); outputs: "boxes", "scores", "labels" (and "masks"). example:
+    the image traced (random 97x131 pixels of input_type by default); the
+    graph does not depend on what it holds, nor on whether the model finds
+    anything in it."""
     if importlib.util.find_spec("onnx") is None:
         raise ValueError("ONNX export needs the onnx package: pip install 'detkit[export]'")
-    if not isinstance(model, SSD):
-        raise ValueError(f"export_dynamic (--dynamic) takes SSD models (ssd300_*, ssd512_vgg16, "
-                         f"ssdlite320_mobilenet_v3_large); a {type(model).__name__} needs a fixed size for now: "
-                         "export_model (tools/export.py without --dynamic)")
-    wrapper = SelfContainedSSD(model, input_type)
+    if input_type not in INPUT_TYPES:
+        raise ValueError(f"input_type must be one of {INPUT_TYPES}, got {input_type!r}")
+    wrapper = self_contained(model, input_type)
     device = next(model.parameters()).device
     generator = torch.Generator().manual_seed(0)
     axes = {0: "height", 1: "width"} if input_type == "uint8" else {1: "height", 2: "width"}
     if example is None:
         example = torch.randint(0, 256, (97, 131, 3), generator=generator, dtype=torch.uint8) \
             if input_type == "uint8" else torch.rand(3, 97, 131, generator=generator)
-    names = ["boxes", "scores", "labels"]
+    names = ["boxes", "scores", "labels"] + (["masks"] if wrapper.has_masks else [])
+    output_axes = {name: {0: "detections"} for name in names}
+    if wrapper.has_masks:
+        output_axes["masks"] = {0: "detections", 2: "height", 3: "width"}
     with atomic_write(path, "wb") as f, warnings.catch_warnings(), torch.no_grad():
-        warnings.simplefilter("ignore", torch.jit.TracerWarning)  # the constant network size is meant
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)  # what is constant is meant to be
         warnings.simplefilter("ignore", FutureWarning)
         warnings.simplefilter("ignore", DeprecationWarning)
         warnings.simplefilter("ignore", UserWarning)
         torch.onnx.export(wrapper, (example.to(device),), f, dynamo=False, opset_version=opset,
                           input_names=["image"], output_names=names,
-                          dynamic_axes={"image": axes, **{name: {0: "detections"} for name in names}})
+                          dynamic_axes={"image": axes, **output_axes})
     return os.fspath(path)

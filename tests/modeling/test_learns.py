@@ -42,22 +42,24 @@ def mask_iou(detections, targets) -> float:
     return sum(ious) / len(ious)
 
 
-def train_rcnn(name: str, paths, steps: int):
-    model, history, images, targets = overfit(name, paths, steps, 2e-3, with_masks=True, min_size=128, max_size=128)
+def confident(model, images, threshold: float = 0.5):
     with torch.no_grad():
         detections = model(images)
-    confident = [{k: v[d["scores"] > 0.5] for k, v in d.items()} for d in detections]
-    return history, confident, targets
+    return [{k: v[d["scores"] > threshold] for k, v in d.items()} for d in detections]
 
 
-def test_small_faster_and_mask_rcnn_overfit_a_few_shapes_images(tmp_path):
+def test_small_faster_rcnn_overfits_a_few_shapes_images(tmp_path):
     torch.manual_seed(0)
     paths = shapes.generate(tmp_path, num_train=4, num_val=0, image_size=128, seed=0)
-    history, detections, targets = train_rcnn("fasterrcnn_resnet18_fpn_small", paths, steps=60)
+    model, history, images, targets = overfit("fasterrcnn_resnet18_fpn_small", paths, 60, 2e-3, min_size=128,
+                                              max_size=128)
     assert sum(history[-10:]) < sum(history[:10]) / 2, history
-    assert recall_at_50(detections, targets) == 1.0
-    torch.manual_seed(0)
-    history, detections, targets = train_rcnn("maskrcnn_resnet18_fpn_small", paths, steps=70)
+    assert recall_at_50(confident(model, images), targets) == 1.0
+
+
+def test_small_mask_rcnn_overfits_a_few_shapes_images(overfit_maskrcnn):
+    model, history, images, targets = overfit_maskrcnn
     assert sum(history[-10:]) < sum(history[:10]) / 2, history
+    detections = confident(model, images)
     assert recall_at_50(detections, targets) == 1.0
     assert mask_iou(detections, targets) > 0.7

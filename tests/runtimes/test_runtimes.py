@@ -8,6 +8,7 @@ from torchvision.ops import FrozenBatchNorm2d
 
 from detkit import models, runtimes
 from detkit.modeling.tinyssd import TinySSD
+from detkit.runtimes.machine import has_vnni
 
 NORMS = (nn.BatchNorm2d, FrozenBatchNorm2d)
 SSD = dict(num_classes=5, width=0.25, size=128, score_thresh=0.05, detections_per_img=100)
@@ -689,8 +690,11 @@ def test_bf16_without_bfloat16_hardware_is_refused(monkeypatch):
 # 25 of 26 at IoU 0.95 and 0.9, all 26 at 0.85. Its bar is IoU 0.85 (held-out AP is its real measure).
 # OpenVINO's bfloat16 also rounds the activations between its layers: on Zen 4, 25 of 26 Faster R-CNN
 # detections matched at IoU 0.85; its bar is 95% there.
+# Without VNNI (AVX2 only) ONNX Runtime's int8 takes 7-bit weights (reduce_range, which avoids its kernels'
+# int16 saturation there), and its boxes move more: on AMD Zen 3 the SSD matched 21 of 23 at IoU 0.75,
+# 18 at 0.8; PyTorch's engine all 23 at 0.8. Its bar there is IoU 0.75.
 TRAINED_AGREEMENT = {"fused": (0.95, 0.98), "bf16": (0.85, 0.98), "onnxruntime": (0.95, 0.98),
-                     "int8:onnxruntime": (0.8, 0.8), "int8:torch": (0.8, 0.8),
+                     "int8:onnxruntime": (0.8 if has_vnni() else 0.75, 0.8), "int8:torch": (0.8, 0.8),
                      "openvino": (0.95, 0.98), "openvino_bf16": (0.85, 0.95)}
 TRAINED = {"ssd300_resnet18_small": dict(steps=100, lr=1e-3, size=128, score_thresh=0.05),
            "fasterrcnn_resnet18_fpn_small": dict(steps=60, lr=2e-3, min_size=128, max_size=128, score_thresh=0.05)}

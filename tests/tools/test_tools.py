@@ -242,11 +242,13 @@ def test_export_round_trip(request, model_kind, fmt, tmp_path):
             assert_same_masks(exported[3], reference["masks"], pairs)
 
 
-def test_export_dynamic_takes_any_image_size(checkpoint, tmp_path):
-    """--dynamic: one uint8 graph; two sizes of one image give the checkpoint's own detections."""
+@pytest.mark.parametrize("model_kind", ["ssd", "maskrcnn"])
+def test_export_dynamic_takes_any_image_size(request, model_kind, tmp_path):
+    """--dynamic: one uint8 graph; two sizes of one image give the checkpoint's own detections (and masks)."""
     import cv2
     import onnxruntime as ort
 
+    checkpoint = request.getfixturevalue("checkpoint" if model_kind == "ssd" else "mask_checkpoint")
     out = tmp_path / "any.onnx"
     assert tool("export").main([checkpoint, "--dynamic", "--out", str(out)]) == 0
     model = detkit.load_model(checkpoint, "cpu")
@@ -257,10 +259,12 @@ def test_export_dynamic_takes_any_image_size(checkpoint, tmp_path):
         resized = cv2.resize(image, (width, height), interpolation=cv2.INTER_LINEAR)
         with torch.no_grad():
             reference = model([torch.from_numpy(resized).permute(2, 0, 1).float().div(255)])[0]
-        boxes, scores, labels = session.run(None, {"image": resized})
+        boxes, scores, labels, *masks = session.run(None, {"image": resized})
         assert labels.tolist() == reference["labels"].tolist() and len(labels) > 0
         assert np.abs(boxes - reference["boxes"].numpy()).max() < 1e-3
         assert np.abs(scores - reference["scores"].numpy()).max() < 1e-4
+        if model_kind == "maskrcnn":
+            assert np.abs(masks[0] - reference["masks"].numpy()).max() < 1e-4
 
 
 @pytest.mark.parametrize("args, message", [

@@ -142,10 +142,10 @@ class DetectionTransform(nn.Module):
 
 
 def resize_boxes(boxes: Tensor, original_size, new_size) -> Tensor:
-    """Scales xyxy boxes from original_size (h, w) to new_size (h, w), in float32 ratios as torchvision."""
-    ratio_h, ratio_w = (torch.tensor(s, dtype=torch.float32, device=boxes.device) /
-                        torch.tensor(o, dtype=torch.float32, device=boxes.device)
-                        for s, o in zip(new_size, original_size))
+    """Scales xyxy boxes from original_size (h, w) to new_size (h, w), in float32 ratios as torchvision.
+    A size may be a tuple or an int Tensor[2] (a graph value when traced: runtimes.self_contained)."""
+    ratio_h, ratio_w = (torch.as_tensor(new_size, device=boxes.device).to(torch.float32) /
+                        torch.as_tensor(original_size, device=boxes.device).to(torch.float32)).unbind(0)
     x1, y1, x2, y2 = boxes.unbind(1)
     return torch.stack((x1 * ratio_w, y1 * ratio_h, x2 * ratio_w, y2 * ratio_h), dim=1)
 

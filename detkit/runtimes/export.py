@@ -29,7 +29,7 @@ import torch
 from torch import Tensor, nn
 
 from ..io.jsonio import atomic_write
-from .self_contained import INPUT_TYPES, self_contained
+from .self_contained import self_contained
 
 FORMATS = ("onnx", "torchscript")
 
@@ -89,9 +89,7 @@ def export_dynamic(model: nn.Module, path: Union[str, os.PathLike], input_type: 
     anything in it."""
     if importlib.util.find_spec("onnx") is None:
         raise ValueError("ONNX export needs the onnx package: pip install 'detkit[export]'")
-    if input_type not in INPUT_TYPES:
-        raise ValueError(f"input_type must be one of {INPUT_TYPES}, got {input_type!r}")
-    wrapper = self_contained(model, input_type)
+    wrapper = self_contained(model, input_type)  # checks the model's kind and input_type
     device = next(model.parameters()).device
     generator = torch.Generator().manual_seed(0)
     axes = {0: "height", 1: "width"} if input_type == "uint8" else {1: "height", 2: "width"}

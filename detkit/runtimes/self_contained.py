@@ -28,7 +28,9 @@ from .. import ops
 from ..modeling.rcnn import FasterRCNN
 from ..modeling.rpn import RegionProposalNetwork
 from ..modeling.ssd import SSD
-from ..modeling.transform import ImageList
+from ..modeling.transform import ImageList, resize_boxes
+from ..ops.anchors import _grid_anchors_reference
+from ..ops.boxes import _remove_small_boxes_reference
 from ..ops.coder import _decode_reference
 
 INPUT_TYPES = ("uint8", "float")
@@ -43,25 +45,12 @@ def _floor_div(a: Tensor, b: Tensor) -> Tensor:
     return torch.div(a, b, rounding_mode="floor")
 
 
-def _scale_boxes(boxes: Tensor, from_size: Tensor, to_size: Tensor) -> Tensor:
-    """xyxy boxes from an image of from_size (h, w) to one of to_size, in
-    float32 ratios as DetectionTransform.postprocess scales them."""
-    ratio_h, ratio_w = (to_size.to(torch.float32) / from_size.to(torch.float32)).unbind(0)
-    x1, y1, x2, y2 = boxes.unbind(1)
-    return torch.stack((x1 * ratio_w, y1 * ratio_h, x2 * ratio_w, y2 * ratio_h), dim=1)
-
-
 def _clip(boxes: Tensor, size: Tensor) -> Tensor:
     """ops.clip_boxes_to_image with a graph-valued size (h, w); boxes: Tensor[..., 4]."""
     height, width = size.to(boxes.dtype).unbind(0)
     x = boxes[..., 0::2].clamp(min=0).minimum(width)
     y = boxes[..., 1::2].clamp(min=0).minimum(height)
     return torch.stack((x[..., 0], y[..., 0], x[..., 1], y[..., 1]), dim=-1)
-
-
-def _large_enough(boxes: Tensor, min_size: float) -> Tensor:
-    """ops.remove_small_boxes as a mask: width and height both >= min_size."""
-    return ((boxes[:, 2] - boxes[:, 0]) >= min_size) & ((boxes[:, 3] - boxes[:, 1]) >= min_size)
 
 
 class SelfContained(nn.Module):
@@ -105,8 +94,7 @@ class SelfContainedSSD(SelfContained):
         resized = self.model.transform.resize(self.model.transform.normalize(image))[None]
         head_outputs = self.model.head(list(self.model.backbone(resized).values()))
         detections = self.model.postprocess_detections(head_outputs, [self.anchors], [self.network_size])[0]
-        network_size = torch.tensor(self.network_size, dtype=torch.int64, device=image.device)
-        boxes = _scale_boxes(detections["boxes"], network_size, _shape(image)[1:])
+        boxes = resize_boxes(detections["boxes"], self.network_size, _shape(image)[1:])
         return boxes, detections["scores"], detections["labels"]
 
 
@@ -147,13 +135,8 @@ class SelfContainedRCNN(SelfContained):
         for feature, cell in zip(features, generator.cell_anchors):
             grid = _shape(feature)[2:]
             stride = _floor_div(image_size, grid)
-            shifts_x = torch.arange(grid[1], dtype=torch.int64, device=batch.device) * stride[1]
-            shifts_y = torch.arange(grid[0], dtype=torch.int64, device=batch.device) * stride[0]
-            shift_y, shift_x = torch.meshgrid(shifts_y, shifts_x, indexing="ij")
-            shift_x, shift_y = shift_x.reshape(-1), shift_y.reshape(-1)
-            shifts = torch.stack((shift_x, shift_y, shift_x, shift_y), dim=1)
-            anchors = shifts.view(-1, 1, 4) + cell.to(batch.device).view(1, -1, 4)
-            levels.append(anchors.reshape(-1, 4).to(torch.float32))
+            anchors = _grid_anchors_reference(cell.to(batch.device), grid[0], grid[1], stride[0], stride[1])
+            levels.append(anchors.to(torch.float32))
         return levels
 
     def proposals(self, batch: Tensor, features: list[Tensor], size: Tensor) -> Tensor:
@@ -172,7 +155,9 @@ class SelfContainedRCNN(SelfContained):
             scores.append(objectness[top])
             levels.append(torch.full_like(top, level))
         boxes, scores, levels = _clip(torch.cat(boxes), size), torch.sigmoid(torch.cat(scores)), torch.cat(levels)
-        keep = torch.where(_large_enough(boxes, rpn.min_size) & (scores >= rpn.score_thresh))[0]
+        keep = _remove_small_boxes_reference(boxes, rpn.min_size)
+        boxes, scores, levels = boxes[keep], scores[keep], levels[keep]
+        keep = torch.where(scores >= rpn.score_thresh)[0]
         boxes, scores, levels = boxes[keep], scores[keep], levels[keep]
         return boxes[ops.batched_nms(boxes, scores, levels, rpn.nms_thresh)[: rpn._post[1]]]
 
@@ -221,7 +206,7 @@ class SelfContainedRCNN(SelfContained):
         scores = scores[:, 1:].reshape(-1)
         keep = torch.where(scores > heads.score_thresh)[0]
         boxes, scores, labels = boxes[keep], scores[keep], labels[keep]
-        keep = torch.where(_large_enough(boxes, 1e-2))[0]
+        keep = _remove_small_boxes_reference(boxes, 1e-2)
         boxes, scores, labels = boxes[keep], scores[keep], labels[keep]
         keep = ops.batched_nms(boxes, scores, labels, heads.nms_thresh)[: heads.detections_per_img]
         return boxes[keep], scores[keep], labels[keep]
@@ -239,7 +224,7 @@ class SelfContainedRCNN(SelfContained):
         features = self.model.backbone(batch)
         proposals = self.proposals(batch, list(features.values()), size)
         boxes, scores, labels = self.detect(features, proposals, size)
-        original_boxes = _scale_boxes(boxes, size, original_size)
+        original_boxes = resize_boxes(boxes, size, original_size)
         if not self.has_masks:
             return original_boxes, scores, labels
         masks = paste_masks_in_image(self.masks(features, boxes, labels, size), original_boxes,

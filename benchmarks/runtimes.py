@@ -60,6 +60,7 @@ from torchvision.ops import box_iou
 
 from detkit import models, runtimes
 from detkit.runtimes import machine
+from detkit.runtimes.openvino import openvino_core
 from detkit.runtimes.parts import capture_inputs, dense_parts
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -184,7 +185,7 @@ class OpenVINOPart(torch.nn.Module):
         with torch.no_grad():
             _, self.out_spec = pytree.tree_flatten(part(*args))
             converted = ov.convert_model(_Flat(part, in_spec).eval(), example_input=tuple(leaves))
-        self.compiled = ov.Core().compile_model(converted, "CPU", {
+        self.compiled = openvino_core().compile_model(converted, "CPU", {
             "INFERENCE_PRECISION_HINT": precision, "PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": 1,
             "INFERENCE_NUM_THREADS": torch.get_num_threads()})
         self.request = self.compiled.create_infer_request()

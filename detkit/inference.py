@@ -25,11 +25,11 @@ from typing import Any, Iterator, Optional, Sequence
 import cv2
 import numpy as np
 from torch import nn
-from tqdm import tqdm
 
 from .api import detect
 from .data.images import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, expand_inputs, image_files, read_image
 from .io.jsonio import write_json_atomic
+from .io.progress import ProgressBar
 from .io.rle import encode_masks
 from .io.viz import draw_detections, write_image
 
@@ -65,7 +65,7 @@ def run_inference(model: nn.Module, inputs: Sequence[str], out: str, score_thres
     start = time.perf_counter()
     detections = detect_files(model, files, score_threshold, batch_size, workers)
     with closing(detections), _Outputs(model.classes, workers) as outputs, \
-            tqdm(total=_count_frames(files), unit="img", disable=not progress, dynamic_ncols=True) as bar:
+            ProgressBar(total=_count_frames(files), unit="img", disable=not progress, dynamic_ncols=True) as bar:
         for frame, result in detections:
             if frame.index is None:
                 outputs.image(stems[frame.number] + ".jpg", frame.image, result)

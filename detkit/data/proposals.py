@@ -30,9 +30,9 @@ from typing import Any, Callable, Optional, Union
 import numpy as np
 import torch
 from torch import Tensor
-from tqdm import tqdm
 
 from ..io.jsonio import atomic_write, short_repr
+from ..io.progress import ProgressBar
 from .coco import CocoDetection
 from .images import read_image
 from .voc import VOCDetection
@@ -347,7 +347,7 @@ def compute_proposals(images: Any, path: PathLike, mode: str = "fast", max_propo
             raise ValueError(f"{path} holds proposals made with {found}, not {meta}: "
                              "delete it or choose another file")
     todo = [image_id for image_id in sources if image_id not in done]
-    for n, image_id in enumerate(tqdm(todo, desc="selective search", disable=not progress)):
+    for n, image_id in enumerate(ProgressBar(todo, desc="selective search", disable=not progress)):
         boxes = selective_search(read_image(sources[image_id]), mode=mode, seed=seed)[:max_proposals]
         scores = torch.arange(len(boxes), 0, -1, dtype=torch.float32) / len(boxes)
         done[image_id] = (boxes, scores)

@@ -45,12 +45,12 @@ import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
-from tqdm import tqdm
 
 from ..config import Config
 from ..data import collate
 from ..evaluation import save_metrics, write_report
 from ..io.jsonio import check_writable_folder, remove_temp_files, write_json_atomic
+from ..io.progress import ProgressBar
 from . import distributed as dist
 from .build import LRSchedule, build_datasets, build_model, build_optimizer
 from .checkpoint import (CheckpointError, check_checkpoint_space, load_checkpoint, load_model_state, rng_state,
@@ -159,7 +159,7 @@ def _out_of_patience(config: Config, state: TrainState, log: MetricsLog) -> bool
                          f"{state.best:.4f} for {state.evals_since_best} evaluations (eval.patience={patience})")
         log.write({"type": "stop", "epoch": state.epoch, "iteration": state.iteration, "reason": state.stopped})
         if log.enabled:
-            tqdm.write(state.stopped)
+            ProgressBar.write(state.stopped)
     return True
 
 
@@ -275,7 +275,7 @@ class Runner:
         if self.precision.dtype == torch.bfloat16 and device.type == "cpu":
             single_pixel_convolutions_at_stride_one(model)  # a CPU bfloat16 kernel's NaN (see precision.py)
         if config.solver.amp and dist.is_main_process():
-            tqdm.write(self.precision.reason)
+            ProgressBar.write(self.precision.reason)
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.precision.scaled and device.type == "cuda")
         self.log, self.progress, self.work_dir = log, progress and dist.is_main_process(), work_dir
         self.window: list[dict[str, float]] = []  # step losses not yet averaged into a log line
@@ -306,8 +306,8 @@ class Runner:
         (unless the epoch ends there) calls save_mid_epoch on every rank."""
         self.model.train()
         period = self.config.checkpoint.period_iters
-        bar = tqdm(loader, desc=f"epoch {epoch + 1}/{self.config.schedule.epochs}", disable=not self.progress,
-                   dynamic_ncols=True, leave=False, initial=state.epoch_iteration, total=iters_per_epoch)
+        bar = ProgressBar(loader, desc=f"epoch {epoch + 1}/{self.config.schedule.epochs}", disable=not self.progress,
+                          dynamic_ncols=True, leave=False, initial=state.epoch_iteration, total=iters_per_epoch)
         images_seen, started = 0, time.perf_counter()
         for images, targets in bar:
             self.window.append(self.step(images, targets, state))
@@ -393,7 +393,7 @@ def _record_evaluation(model: nn.Module, metrics, losses: dict[str, float], spli
         log.write_evaluation(state.iteration, drawn, metrics.curves)
     if log.enabled:
         loss = f", validation loss {losses['val_loss']:.4f}" if losses else ""
-        tqdm.write(f"epoch {state.epoch}: {config.eval.key} {value:.4f} (best {state.best:.4f}){loss}")
+        ProgressBar.write(f"epoch {state.epoch}: {config.eval.key} {value:.4f} (best {state.best:.4f}){loss}")
 
 
 class Checkpointer:

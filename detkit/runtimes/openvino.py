@@ -12,6 +12,8 @@ needs those units (AVX512-BF16 or AMX), as the "bf16" runtime does.
 """
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import torch
 from torch import nn
@@ -20,7 +22,7 @@ from . import bf16
 from .ort import ExportedPart, OrtModule, export_onnx
 from .parts import replace_dense_parts
 
-__all__ = ["OpenVINOModule", "optimize_openvino", "import_openvino"]
+__all__ = ["OpenVINOModule", "optimize_openvino", "import_openvino", "openvino_core"]
 
 PRECISIONS = {"openvino": "f32", "openvino_bf16": "bf16"}
 
@@ -32,6 +34,20 @@ def import_openvino(runtime: str = "openvino"):
     except ImportError:
         raise ImportError(f"runtime {runtime!r} needs OpenVINO: pip install openvino") from None
     return openvino
+
+
+@functools.lru_cache(maxsize=None)
+def openvino_core():
+    """The process's one openvino.Core, kept to the end.
+
+    OpenVINO's CPU plugin (2026.x) installs an alternate signal stack on the
+    thread that creates it and puts the previous one back when it is
+    destroyed. Two Cores destroyed out of order leave the thread on a freed
+    stack: the next signal handled there (SIGCHLD from a DataLoader worker)
+    is written into whatever now holds that memory, another thread's stack,
+    and the process dies of a segfault later. One Core creates the plugin
+    once."""
+    return import_openvino().Core()
 
 
 def optimize_openvino(model: nn.Module, runtime: str = "openvino") -> nn.Module:
@@ -56,8 +72,7 @@ class OpenVINOModule(OrtModule):
 
     def session(self):
         if self._session is None:
-            ov = import_openvino()
-            core = ov.Core()
+            core = openvino_core()
             compiled = core.compile_model(core.read_model(self.exported.onnx_bytes), "CPU", {
                 "INFERENCE_PRECISION_HINT": self.precision, "PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": 1,
                 "INFERENCE_NUM_THREADS": torch.get_num_threads()})

@@ -12,6 +12,7 @@ from torch import nn
 
 from detkit import models
 from detkit.runtimes.export import export_dynamic
+from detkit.runtimes.openvino import openvino_core
 
 onnxruntime = pytest.importorskip("onnxruntime", reason="the dynamic export is checked in ONNX Runtime")
 pytest.importorskip("onnx", reason="ONNX export needs onnx")
@@ -105,9 +106,9 @@ def test_onnxruntime_gives_the_models_detections_at_any_size(exported, shapes_im
 
 
 def test_openvino_reads_and_runs_the_same_file(exported, shapes_images):
-    ov = pytest.importorskip("openvino", reason="OpenVINO is the export's second reader")
+    pytest.importorskip("openvino", reason="OpenVINO is the export's second reader")
     model, input_type, path = exported
-    core = ov.Core()
+    core = openvino_core()  # one Core per process: see its docstring
     compiled = core.compile_model(core.read_model(str(path)), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
     for image in shapes_images:
         with torch.no_grad():
@@ -183,9 +184,9 @@ def test_mask_rcnn_in_onnxruntime_gives_the_models_detections_and_masks_at_any_s
 
 
 def test_openvino_runs_the_mask_rcnn_file_and_finds_nothing_in_a_blank_image(exported_maskrcnn):
-    ov = pytest.importorskip("openvino", reason="OpenVINO is the export's second reader")
+    pytest.importorskip("openvino", reason="OpenVINO is the export's second reader")
     model, path, images = exported_maskrcnn
-    core = ov.Core()
+    core = openvino_core()  # one Core per process: see its docstring
     compiled = core.compile_model(core.read_model(str(path)), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
     blank = np.zeros((120, 160, 3), np.uint8)
     for image in (*resized(images, RCNN_SIZES[1:]), blank):

@@ -1,6 +1,8 @@
 """detkit.runtimes: "fused" folds every BatchNorm into the convolution before
 it and gives the eager model's detections, on a copy (the caller's model is
 left as it was); "eager" is the model itself; other names are refused."""
+import gc
+
 import pytest
 import torch
 from torch import nn
@@ -330,6 +332,44 @@ def test_onnxruntime_and_openvino_copy_and_pickle(runtime):
             got = twin(images)
             for a, b in zip(got, expected):
                 assert torch.equal(a["labels"], b["labels"]) and torch.equal(a["boxes"], b["boxes"])
+
+
+def current_signal_stack() -> tuple:
+    """This thread's alternate signal stack: (address, flags, size), by sigaltstack(2)."""
+    import ctypes
+
+    class StackT(ctypes.Structure):
+        _fields_ = [("ss_sp", ctypes.c_void_p), ("ss_flags", ctypes.c_int), ("ss_size", ctypes.c_size_t)]
+
+    stack = StackT()
+    assert ctypes.CDLL(None).sigaltstack(None, ctypes.byref(stack)) == 0
+    return stack.ss_sp, stack.ss_flags, stack.ss_size
+
+
+def test_openvino_parts_leave_the_signal_stack_alone():
+    """Each OpenVINO CPU plugin swaps in an alternate signal stack and puts the
+    previous one back when it goes; parts that each made a plugin and were
+    dropped out of order left the thread on a freed stack, and a DataLoader's
+    SIGCHLD later wrote its frame there (the suite's segfault). All parts share
+    one plugin, so making and dropping parts changes nothing."""
+    needs_openvino()
+    from detkit.runtimes.openvino import OpenVINOModule
+    from detkit.runtimes.ort import export_onnx
+
+    def compiled_part(channels: int) -> OpenVINOModule:
+        torch.manual_seed(channels)
+        part = OpenVINOModule(export_onnx(nn.Conv2d(3, channels, 3), (torch.rand(1, 3, 8, 8),)))
+        part(torch.rand(1, 3, 8, 8))  # compiles on the first call
+        return part
+
+    first = compiled_part(2)
+    before = current_signal_stack()
+    second, third = compiled_part(3), compiled_part(4)
+    assert current_signal_stack() == before
+    del second
+    del first, third
+    gc.collect()
+    assert current_signal_stack() == before
 
 
 def test_fast_rcnn_runs_its_backbone_in_onnxruntime(ort):

@@ -8,12 +8,17 @@ from torchvision.models.detection.backbone_utils import _resnet_fpn_extractor
 from detkit import models
 
 
+# Both models resize to this instead of the default 800 px: the same code paths at a sixth of the time.
+SIZE = {"min_size": 320, "max_size": 533}
+
+
 def torchvision_model(kind, tmp_path):
     """A randomly initialised torchvision R50-FPN model with FrozenBatchNorm,
     laid out as the published weights are, and its checkpoint file."""
     torch.manual_seed(0)
     body = torchvision.models.resnet50(weights=None, norm_layer=torchvision.ops.FrozenBatchNorm2d)
-    model = (TVMaskRCNN if kind == "mask" else TVFasterRCNN)(_resnet_fpn_extractor(body, 5), num_classes=91).eval()
+    model = (TVMaskRCNN if kind == "mask" else TVFasterRCNN)(_resnet_fpn_extractor(body, 5), num_classes=91,
+                                                               **SIZE).eval()
     path = tmp_path / f"{kind}.pth"
     torch.save(model.state_dict(), path)
     return model, path
@@ -35,7 +40,7 @@ def sample():
 @pytest.mark.parametrize("kind, name", [("box", "fasterrcnn_resnet50_fpn"), ("mask", "maskrcnn_resnet50_fpn")])
 def test_torchvision_checkpoints_give_identical_detections(tmp_path, kind, name):
     theirs, path = torchvision_model(kind, tmp_path)
-    ours = models.load_weights(models.build(name), path).eval()
+    ours = models.load_weights(models.build(name, **SIZE), path).eval()
     images, targets = sample()
     with torch.no_grad():
         expected, got = theirs(images), ours(images)

@@ -167,6 +167,21 @@ def test_tool_command_lines_match_the_tools():
     assert not problems, "\n".join(problems)
 
 
+def broken_links(path: str) -> list[str]:
+    """Relative Markdown links of `path` whose file does not exist (the site's
+    own pages are checked by `mkdocs build --strict`; the README is not one)."""
+    text = open(path, encoding="utf-8").read()
+    targets = re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", text)
+    return [t for t in targets if "://" not in t and not os.path.exists(os.path.join(os.path.dirname(path), t))]
+
+
+def test_the_readmes_links_lead_somewhere(tmp_path):
+    assert not broken_links(os.path.join(REPO, "README.md"))
+    planted = tmp_path / "page.md"
+    planted.write_text("[ok](page.md) [gone](docs/missing.md#part) [web](https://d2l.ai)\n")
+    assert broken_links(str(planted)) == ["docs/missing.md"]
+
+
 def test_a_wrong_command_is_caught():
     assert check_command("python tools/infer.py work_dirs/x/best.pth photos/ --output out/") is not None
     assert "--colour" in check_command("python tools/train.py [CONFIG] [--colour]")

@@ -76,3 +76,20 @@ def overfit_maskrcnn(tmp_path_factory):
     torch.manual_seed(0)
     paths = shapes.generate(tmp_path_factory.mktemp("shapes4_masks"), num_train=4, num_val=0, image_size=128, seed=0)
     return overfit("maskrcnn_resnet18_fpn_small", paths, 70, 2e-3, with_masks=True, min_size=128, max_size=128)
+
+
+@pytest.fixture(scope="session")
+def overfit_ssd(tmp_path_factory):
+    """ssd300_resnet18_small trained for 100 steps on 8 Shapes images (128 px)
+    until it finds their objects: (model in eval mode, images, targets, the
+    set's paths; its 8 validation images are others to calibrate on).
+    Read-only: the runtime and export tests share it."""
+    import torch
+
+    from detkit.data import shapes
+    from tests.helpers import overfit
+
+    torch.manual_seed(0)
+    paths = shapes.generate(tmp_path_factory.mktemp("shapes8"), num_train=8, num_val=8, image_size=128, seed=0)
+    model, _, images, targets = overfit("ssd300_resnet18_small", paths, 100, 1e-3, size=128, score_thresh=0.05)
+    return model, images, targets, paths

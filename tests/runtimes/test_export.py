@@ -45,20 +45,8 @@ def shapes_images(tmp_path_factory):
     return [cv2.resize(image, (w, h), interpolation=cv2.INTER_LINEAR) for image, (h, w) in zip(images, SIZES)]
 
 
-@pytest.fixture(scope="module")
-def trained_ssd(tmp_path_factory):
-    """SSD on ResNet-18 trained until it finds the objects of 8 Shapes images."""
-    from detkit.data import shapes
-    from tests.helpers import overfit
-
-    torch.manual_seed(0)
-    paths = shapes.generate(tmp_path_factory.mktemp("shapes8"), num_train=8, num_val=1, image_size=128, seed=0)
-    model, *_ = overfit("ssd300_resnet18_small", paths, 100, 1e-3, size=128, score_thresh=0.05, channels_last=True)
-    return model
-
-
 MODELS = {
-    "ssd300_resnet18_small": lambda request: request.getfixturevalue("trained_ssd"),
+    "ssd300_resnet18_small": lambda request: request.getfixturevalue("overfit_ssd")[0],
     "ssdlite320_mobilenet_v3_large": lambda request: he_initialised(models.build(
         "ssdlite320_mobilenet_v3_large", num_classes=4, width=0.25, size=128, score_thresh=0.3,
         detections_per_img=50)),
@@ -122,12 +110,12 @@ def test_openvino_reads_and_runs_the_same_file(exported, shapes_images):
         torch.testing.assert_close(scores, expected["scores"], atol=1e-3, rtol=0)
 
 
-def test_the_graph_finds_objects_though_the_traced_image_had_none(trained_ssd, shapes_images, tmp_path):
+def test_the_graph_finds_objects_though_the_traced_image_had_none(overfit_ssd, shapes_images, tmp_path):
     """Traced on a blank image (no candidate above the threshold), the graph still finds the objects
     of other images, and finds nothing in a blank one: no branch on the example's count is frozen in."""
     import copy
 
-    model = copy.deepcopy(trained_ssd)
+    model = copy.deepcopy(overfit_ssd[0])
     model.score_thresh = 0.3
     blank = np.zeros((90, 110, 3), np.uint8)
     with torch.no_grad():

@@ -278,19 +278,25 @@ def test_export_refuses_options_that_do_not_go_together(checkpoint, args, messag
     assert message in capsys.readouterr().err
 
 
-def test_errors_are_one_line_not_a_traceback(checkpoint, tmp_path):
-    result = run_tool("eval.py", str(tmp_path / "missing.pth"))
+def test_errors_are_one_line_not_a_traceback(checkpoint, tmp_path, capsys):
+    result = run_tool("eval.py", str(tmp_path / "missing.pth"))  # one real command line, end to end
     assert result.returncode == 1
     assert result.stderr.strip() == f"error: checkpoint not found: {tmp_path / 'missing.pth'}"
-    result = run_tool("train.py", "--set", "solver.lrr=1", "--work-dir", str(tmp_path / "w"))
-    assert result.returncode == 1 and "Traceback" not in result.stderr
-    assert "unknown config key 'solver.lrr'" in result.stderr
-    result = run_tool("infer.py", checkpoint, str(tmp_path / "nothing.jpg"), "--out", str(tmp_path / "o"))
-    assert result.returncode == 1 and "input not found" in result.stderr and "Traceback" not in result.stderr
+
+    def run_in_process(name: str, *argv) -> tuple[int, str]:
+        """What `python tools/<name>.py argv` exits with and prints on stderr, without starting a process."""
+        module = tool(name)
+        code = module.fail_cleanly(lambda: module.main(list(argv)))
+        return code, capsys.readouterr().err
+
+    code, err = run_in_process("train", "--set", "solver.lrr=1", "--work-dir", str(tmp_path / "w"))
+    assert code == 1 and "Traceback" not in err and "unknown config key 'solver.lrr'" in err
+    code, err = run_in_process("infer", checkpoint, str(tmp_path / "nothing.jpg"), "--out", str(tmp_path / "o"))
+    assert code == 1 and err.startswith("error: ") and "input not found" in err
     bad_config = tmp_path / "bad.py"
     bad_config.write_text("config = undefined_name\n")
-    result = run_tool("train.py", str(bad_config))
-    assert result.returncode == 1 and "bad.py, line 1: NameError" in result.stderr
+    code, err = run_in_process("train", str(bad_config))
+    assert code == 1 and err.startswith("error: ") and "bad.py, line 1: NameError" in err
 
 
 @pytest.fixture(scope="module")

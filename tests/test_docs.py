@@ -150,10 +150,8 @@ def check_command(command: str) -> Optional[str]:
         except SystemExit:
             return errors.getvalue().strip().splitlines()[-1]
     if name == "train":
-        config = args.config if getattr(args, "config", None) else os.path.join(REPO, "configs", "ssd_shapes.py")
-        try:
-            tool("_common").load_tool_config(os.path.join(REPO, config) if not os.path.isabs(config) else config,
-                                             args.set or [])
+        try:  # args.config defaults to the tool's absolute DEFAULT_CONFIG, which join keeps as it is
+            tool("_common").load_tool_config(os.path.join(REPO, args.config), args.set or [])
         except Exception as exc:  # noqa: BLE001 - reported as the failure
             return f"{type(exc).__name__}: {exc}"
     return None

@@ -736,11 +736,11 @@ def test_bf16_without_bfloat16_hardware_is_refused(monkeypatch):
 TRAINED_AGREEMENT = {"fused": (0.95, 0.98), "bf16": (0.85, 0.98), "onnxruntime": (0.95, 0.98),
                      "int8:onnxruntime": (0.8 if has_vnni() else 0.75, 0.8), "int8:torch": (0.8, 0.8),
                      "openvino": (0.95, 0.98), "openvino_bf16": (0.85, 0.95)}
-TRAINED = {"ssd300_resnet18_small": dict(steps=100, lr=1e-3, size=128, score_thresh=0.05),  # conftest.overfit_ssd
-           "fasterrcnn_resnet18_fpn_small": dict(steps=60, lr=2e-3, min_size=128, max_size=128, score_thresh=0.05)}
+# The trained SSD is conftest.overfit_ssd (100 steps, lr 1e-3, shared with the export tests); the Faster R-CNN's recipe:
+RCNN_RECIPE = dict(steps=60, lr=2e-3, min_size=128, max_size=128, score_thresh=0.05)
 
 
-@pytest.fixture(scope="module", params=list(TRAINED))
+@pytest.fixture(scope="module", params=["ssd300_resnet18_small", "fasterrcnn_resnet18_fpn_small"])
 def trained_model(request, tmp_path_factory):
     """A small detector trained until it finds every object of 8 Shapes images:
     (name, model, the images, its detections on them, 8 other Shapes images to
@@ -752,11 +752,11 @@ def trained_model(request, tmp_path_factory):
     from tests.helpers import overfit
 
     if request.param == "ssd300_resnet18_small":
-        model, images, targets, paths = request.getfixturevalue("overfit_ssd")  # TRAINED's recipe, shared
+        model, images, targets, paths = request.getfixturevalue("overfit_ssd")
     else:
         torch.manual_seed(0)
         paths = shapes.generate(tmp_path_factory.mktemp("shapes8"), num_train=8, num_val=8, image_size=128, seed=0)
-        options = dict(TRAINED[request.param])
+        options = dict(RCNN_RECIPE)
         model, _, images, targets = overfit(request.param, paths, options.pop("steps"), options.pop("lr"), **options)
     with open(paths.coco_val) as f:
         others = [os.path.join(paths.image_root, image["file_name"]) for image in json.load(f)["images"]]
